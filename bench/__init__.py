@@ -1,0 +1,1 @@
+"""GPU and CPU benchmarks, executed-FLOP counters, provenance of results, and the `sixn` CLI."""

@@ -1,0 +1,149 @@
+"""How every file under results/ records where it came from, and atomic writers for them.
+
+Each JSON result carries a "provenance" object and each CSV row carries the same fields as columns:
+device, driver, torch and triton versions, git commit, command line and UTC date.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+
+PROVENANCE_FIELDS = ("device", "driver", "torch", "triton", "python", "git_commit", "command", "date")
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def results_root() -> Path:
+    """results/ of the checkout (overridable with SIXN_RESULTS for tests and installs elsewhere)."""
+    return Path(os.environ.get("SIXN_RESULTS", repo_root() / "results"))
+
+
+@lru_cache(maxsize=None)
+def _git_commit() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_root(), capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=repo_root(), capture_output=True, text=True, timeout=10).stdout
+        return (sha + ("-dirty" if dirty.strip() else "")) if sha else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def device_name(device: str | torch.device | None = None) -> str:
+    dev = torch.device(device) if device is not None else (
+        torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+@lru_cache(maxsize=None)
+def driver_version() -> str:
+    if not torch.cuda.is_available():
+        return "none (CPU)"
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20).stdout.strip()
+        return f"{out.splitlines()[0]} (CUDA {torch.version.cuda})" if out else f"CUDA {torch.version.cuda}"
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return f"CUDA {torch.version.cuda}"
+
+
+def provenance(device: str | torch.device | None = None, command: str | None = None) -> dict[str, str]:
+    try:
+        import triton
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = "not installed"
+    return {
+        "device": device_name(device),
+        "driver": driver_version(),
+        "torch": torch.__version__,
+        "triton": triton_version,
+        "python": platform.python_version(),
+        "git_commit": _git_commit(),
+        "command": command if command is not None else " ".join(["sixn", *sys.argv[1:]]),
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write a file so that a kill leaves either the old file or the new one, never a torn one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_json(path: str | Path, obj: Any, prov: dict | None = None) -> Path:
+    """JSON with a "provenance" key (added when obj is a dict and has none)."""
+    if isinstance(obj, dict) and "provenance" not in obj:
+        obj = {**obj, "provenance": prov or provenance()}
+    return atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(o: Any):
+    if hasattr(o, "item"):
+        return o.item()
+    if hasattr(o, "to_dict"):
+        return o.to_dict()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def append_csv(path: str | Path, rows: Iterable[dict], prov: dict | None = None) -> Path:
+    """Append rows to a CSV, each with the provenance columns. New columns rewrite the header."""
+    path = Path(path)
+    prov = prov or provenance()
+    new = [{**r, **{k: prov[k] for k in PROVENANCE_FIELDS}} for r in rows]
+    old: list[dict] = []
+    fields: list[str] = []
+    if path.exists():
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            fields = list(reader.fieldnames or [])
+            old = list(reader)
+    for r in new:
+        for k in r:
+            if k not in fields:
+                fields.append(k)
+    import io
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(old + new)
+    return atomic_write_text(path, buf.getvalue())
+
+
+def write_csv(path: str | Path, rows: list[dict], prov: dict | None = None) -> Path:
+    """Write (replace) a CSV whose every row carries the provenance columns."""
+    path = Path(path)
+    if path.exists():
+        path.unlink()
+    return append_csv(path, rows, prov)

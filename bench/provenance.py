@@ -52,6 +52,16 @@ def device_name(device: str | torch.device | None = None) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
+def device_slug(device: str | torch.device | None = None) -> str:
+    """A folder-safe name for the device: 'cpu' or e.g. 'nvidia-h100-80gb-hbm3'."""
+    dev = torch.device(device) if device is not None else (
+        torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+    if dev.type != "cuda":
+        return "cpu"
+    name = torch.cuda.get_device_name(dev).lower()
+    return "".join(c if c.isalnum() else "-" for c in name).strip("-").replace("--", "-")
+
+
 @lru_cache(maxsize=None)
 def driver_version() -> str:
     if not torch.cuda.is_available():

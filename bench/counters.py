@@ -427,6 +427,9 @@ def count_step(cfg: GPTConfig, batch: int, seq_len: int | None = None, counter: 
     seq_len = cfg.n_ctx if seq_len is None else seq_len
     _check_args(cfg, batch, seq_len, counter, backend)
     cfg = cfg.replace(backend=backend) if cfg.backend != backend else cfg
+    if counter == "ncu":
+        from bench import ncu
+        ncu.check_environment()  # no GPU / no ncu: say so before anything else
     device = str(device or default_device(counter, backend))
     if counter == "interpreter" and torch.device(device).type != "cpu":
         raise ValueError(f"the interpreter counter runs on the CPU; got device {device!r}")

@@ -38,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--list-presets", action="store_true", help="list the presets and exit")
     for f in SHAPE_FLAGS:
         p.add_argument("--" + f.replace("_", "-"), type=int, default=None, metavar="INT",
-                       help=f"override {f} (with --d-model alone, d_attn, d_ff and n_head follow "
+                       help=f"override {f} (d_attn, d_ff and n_head not given then follow "
                             f"Kaplan's shape)" if f == "d_model" else f"override {f}")
     p.add_argument("--untied-head", action="store_true",
                    help="give the de-embedding its own matrix (default: tied to the token embedding)")
@@ -75,7 +75,8 @@ def config_from_args(args: argparse.Namespace) -> GPTConfig:
             base = get_preset(args.preset)
         else:
             base = PRESETS["gpt2-small"] if not over else GPTConfig(name="custom")
-        derive = ("d_model" in over and not any(k in over for k in ("d_attn", "d_ff", "n_head")))
+        # a new d_model: what is not given (d_attn, d_ff, n_head) follows Kaplan's shape
+        derive = "d_model" in over
         kw = {}
         if args.untied_head:
             kw["tie_head"] = False
@@ -85,6 +86,7 @@ def config_from_args(args: argparse.Namespace) -> GPTConfig:
             cfg = GPTConfig.from_shape(
                 over.get("n_layer", base.n_layer), over["d_model"],
                 n_ctx=over.get("n_ctx", base.n_ctx), n_vocab=over.get("n_vocab", base.n_vocab),
+                d_attn=over.get("d_attn"), d_ff=over.get("d_ff"), n_head=over.get("n_head"),
                 tie_head=kw.get("tie_head", base.tie_head), bias=kw.get("bias", base.bias),
                 name="custom")
         elif over or kw:

@@ -1,0 +1,265 @@
+"""`sixn validate`: the 6N study. How far is C = 6N from what a training step really executes?
+
+Over a grid of shapes spanning d_model / n_ctx from about 0.05 to 2 and several n_vocab / d_model,
+one training step (forward + backward) of each shape is counted by a counter (bench.counters) and
+set against three model counts of the same step (model.flops):
+
+    measured / kaplan_6N          the 6N rule
+    measured / kaplan_6N_context  6N plus Kaplan's attention context term 6 n_layer n_ctx d_attn
+    measured / full_model         every row the model computes (head, element-wise work, no recompute)
+
+and against the analytic executed count of the same kernels (measured / analytic must be 1). The
+head's share of the measured compute is reported, and the attention overheads of the triton kernels
+(causal block granularity, backward recompute; model.flops.attention_overheads) are shown apart.
+Kaplan argued the context term is negligible when d_model > n_ctx / 12: the plots mark that line.
+
+Results: results/validate/<device>/validate.csv and validate.json (with provenance), one raw
+counter output per shape (raw_<shape>.json) and the plots, all in the same folder (--out to move it).
+
+Counters: dispatch (default, torch backend on the meta device: any shape in about a second),
+interpreter (triton backend in the Triton interpreter on the CPU: small shapes only, its own grid),
+ncu (a GPU with Nsight Compute: triton backend by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from bench.cli import CLIError
+from model.config import GPTConfig
+from model.flops import ExecSpec, attention_overheads, model_flops_per_step
+
+# (n_layer, d_model, n_ctx, n_vocab): d_model / n_ctx from 1/32 to 2, n_vocab / d_model from 0.5 to
+# 390. Kaplan's shape (d_attn = d_model, d_ff = 4 d_model, heads of 64 or narrower).
+DEFAULT_GRID: tuple[tuple[int, int, int, int], ...] = (
+    (2, 64, 2048, 256),      # d/T 0.031
+    (2, 64, 1024, 2048),     # 0.0625
+    (4, 128, 2048, 50257),   # 0.0625
+    (4, 128, 512, 256),      # 0.25
+    (4, 256, 1024, 50257),   # 0.25
+    (4, 512, 1024, 2048),    # 0.5
+    (4, 256, 256, 2048),     # 1
+    (8, 512, 512, 256),      # 1
+    (4, 128, 128, 50257),    # 1
+    (8, 512, 256, 50257),    # 2
+    (2, 128, 64, 256),       # 2
+)
+# The Triton interpreter runs every block product in NumPy: small shapes, same span of d / T.
+INTERPRETER_GRID: tuple[tuple[int, int, int, int], ...] = (
+    (1, 16, 256, 64),        # d/T 0.0625
+    (1, 32, 256, 256),       # 0.125
+    (1, 32, 128, 64),        # 0.25
+    (2, 32, 64, 256),        # 0.5
+    (1, 64, 128, 512),       # 0.5
+    (1, 64, 64, 64),         # 1
+    (2, 32, 32, 128),        # 1
+    (1, 64, 32, 256),        # 2
+)
+QUICK_GRID: tuple[tuple[int, int, int, int], ...] = (
+    (1, 16, 128, 64),        # 0.125
+    (1, 32, 32, 128),        # 1
+    (1, 64, 32, 64),         # 2
+)
+GRIDS = {"default": DEFAULT_GRID, "interpreter": INTERPRETER_GRID, "quick": QUICK_GRID}
+KAPLAN_RATIO = 1 / 12  # Kaplan: the context term is negligible where d_model > n_ctx / 12
+DEFAULT_BACKEND = {"dispatch": "torch", "interpreter": "triton", "ncu": "triton"}
+
+
+def shape_config(shape) -> GPTConfig:
+    if isinstance(shape, GPTConfig):
+        return shape
+    try:
+        L, d, T, V = shape
+    except (TypeError, ValueError):
+        raise ValueError(f"a grid shape is (n_layer, d_model, n_ctx, n_vocab) or a GPTConfig, got "
+                         f"{shape!r}") from None
+    return GPTConfig.from_shape(L, d, n_ctx=T, n_vocab=V, name=f"L{L}-d{d}-T{T}-V{V}")
+
+
+def shape_name(cfg: GPTConfig) -> str:
+    return (cfg.name if cfg.name != "custom" else
+            f"L{cfg.n_layer}-d{cfg.d_model}-T{cfg.n_ctx}-V{cfg.n_vocab}")
+
+
+def default_grid(counter: str, quick: bool) -> tuple:
+    if quick:
+        return QUICK_GRID
+    return INTERPRETER_GRID if counter == "interpreter" else DEFAULT_GRID
+
+
+def _triton_spec(cfg: GPTConfig, batch: int, T: int, dtype, device: str) -> ExecSpec | None:
+    try:
+        from kernels.spec import exec_spec
+    except ImportError:
+        return None
+    return exec_spec(cfg, batch, T, dtype, device)
+
+
+def study_row(cfg: GPTConfig, sc, batch: int) -> dict:
+    """One shape's row: measured vs the model counts and the analytic executed count."""
+    from bench import counters
+    T = sc.seq_len
+    summary = counters.compare(sc, cfg)
+    m = summary["measured_total"]
+    steps = {c: model_flops_per_step(cfg, batch, T, c)
+             for c in ("kaplan_6N", "kaplan_6N_context", "palm", "full_model")}
+    row = {
+        "shape": shape_name(cfg), "n_layer": cfg.n_layer, "d_model": cfg.d_model,
+        "d_attn": cfg.d_attn, "d_ff": cfg.d_ff, "n_head": cfg.n_head, "n_ctx": cfg.n_ctx,
+        "n_vocab": cfg.n_vocab, "batch": batch, "seq_len": T,
+        "d_model_over_n_ctx": cfg.d_model / T, "n_vocab_over_d_model": cfg.n_vocab / cfg.d_model,
+        "counter": sc.counter, "backend": sc.backend, "device": sc.device, "dtype": sc.dtype,
+        "spec": summary["spec"],
+        "measured": m, "analytic_executed": summary["analytic_executed_total"],
+        "kaplan_6N": steps["kaplan_6N"], "kaplan_6N_context": steps["kaplan_6N_context"],
+        "palm": steps["palm"], "full_model": steps["full_model"],
+        "measured_over_analytic": m / summary["analytic_executed_total"],
+        "measured_over_6N": m / steps["kaplan_6N"],
+        "measured_over_6N_context": m / steps["kaplan_6N_context"],
+        "measured_over_full_model": m / steps["full_model"],
+        "head_share": sc.by_group.get("de-embed", 0) / m if m else None,
+        "attention_share": sc.by_group.get("attention", 0) / m if m else None,
+    }
+    for g, v in sc.by_group.items():
+        row[f"measured_{g}"] = v
+    # attention overheads: the torch reference's dense square, and the triton kernels' tiles
+    ref = attention_overheads(cfg, ExecSpec(), batch, T)
+    row["torch_attention_square_overhead"] = ref["causal_block_overhead"]
+    import torch
+    dt = getattr(torch, sc.dtype)
+    tri = _triton_spec(cfg, batch, T, dt, "cuda" if sc.device.startswith("cuda") else "cpu")
+    if tri is not None:
+        ov = attention_overheads(cfg, tri, batch, T)
+        row["triton_causal_block_overhead"] = ov["causal_block_overhead"]
+        row["triton_backward_recompute_overhead"] = ov["backward_recompute_overhead"]
+        row["triton_attention_executed_over_model"] = ov["attention_executed_over_model"]
+    else:
+        row["triton_causal_block_overhead"] = None
+        row["triton_backward_recompute_overhead"] = None
+        row["triton_attention_executed_over_model"] = None
+    return row
+
+
+def run_validate(grid=None, counter: str = "dispatch", device: str | None = None,
+                 out_dir: str | Path | None = None, quick: bool = False, backend: str | None = None,
+                 batch: int = 1, dtype: str | None = None, plots: bool = True,
+                 progress=sys.stderr) -> dict:
+    """Count one training step of every shape of `grid`, write CSV/JSON/raw outputs and plots
+    under out_dir (default results/validate/<device>), and return the study as a dict."""
+    from bench import counters
+    from bench.provenance import device_slug, provenance, results_root, write_csv, write_json
+    if counter not in counters.COUNTERS:
+        raise ValueError(f"unknown counter {counter!r}; supported: {', '.join(counters.COUNTERS)}")
+    backend = backend or DEFAULT_BACKEND[counter]
+    shapes = [shape_config(s) for s in (grid if grid is not None else default_grid(counter, quick))]
+    if not shapes:
+        raise ValueError("the validation grid is empty")
+    run_device = device or counters.default_device(counter, backend)
+    slug = device_slug("cpu" if run_device == "meta" else run_device)
+    out = Path(out_dir) if out_dir is not None else results_root() / "validate" / slug
+    out.mkdir(parents=True, exist_ok=True)
+    prov = provenance("cpu" if run_device == "meta" else run_device)
+    rows, files = [], []
+    t_all = time.perf_counter()
+    for i, cfg in enumerate(shapes):
+        t0 = time.perf_counter()
+        sc = counters.count_step(cfg, batch, cfg.n_ctx, counter=counter, backend=backend,
+                                 device=device, dtype=dtype)
+        row = study_row(cfg.replace(backend=backend), sc, batch)
+        row["seconds"] = round(time.perf_counter() - t0, 3)
+        rows.append(row)
+        raw = counters.save_raw(sc, out / f"raw_{row['shape']}", prov)
+        files.append(str(raw))
+        if progress is not None:
+            print(f"[{i + 1}/{len(shapes)}] {row['shape']:<22} d/T={row['d_model_over_n_ctx']:<7.4g} "
+                  f"measured/analytic={row['measured_over_analytic']:.6f} "
+                  f"/6N={row['measured_over_6N']:.3f} /6N+ctx={row['measured_over_6N_context']:.3f} "
+                  f"/full={row['measured_over_full_model']:.3f} head={row['head_share']:.3f} "
+                  f"({row['seconds']:.1f} s)", file=progress, flush=True)
+    exact = all(r["measured"] == r["analytic_executed"] for r in rows)
+    worst = max(abs(r["measured_over_analytic"] - 1) for r in rows)
+    result = {
+        "counter": counter, "backend": backend, "device": run_device, "batch": batch,
+        "grid": [r["shape"] for r in rows], "rows": rows,
+        "measured_equals_analytic": exact, "max_rel_error_vs_analytic": worst,
+        "within_1pct": worst <= 0.01,
+        "d_model_over_n_ctx_range": [min(r["d_model_over_n_ctx"] for r in rows),
+                                     max(r["d_model_over_n_ctx"] for r in rows)],
+        "kaplan_line_d_model_over_n_ctx": KAPLAN_RATIO,
+        "seconds": round(time.perf_counter() - t_all, 3),
+    }
+    csv_path = write_csv(out / "validate.csv", rows, prov)
+    if plots:
+        from bench.validate_plots import plot_all
+        files += [str(p) for p in plot_all(rows, out, title=f"{counter} counter, {backend} backend")]
+    result["files"] = [str(csv_path), str(out / "validate.json"), *files]
+    write_json(out / "validate.json", result, prov)
+    result["provenance"] = prov
+    return result
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--counter", choices=("dispatch", "interpreter", "ncu"), default="dispatch",
+                   help="which counter measures each step (default dispatch)")
+    p.add_argument("--backend", choices=("torch", "triton"), default=None,
+                   help="model backend (default: torch for dispatch, triton for interpreter / ncu)")
+    p.add_argument("--grid", choices=tuple(GRIDS), default=None,
+                   help="shape grid (default: 'interpreter' for the interpreter counter, else "
+                        "'default')")
+    p.add_argument("--quick", action="store_true", help="the 3-shape quick grid")
+    p.add_argument("--batch", type=int, default=1, help="sequences per step (default 1)")
+    p.add_argument("--device", default=None, help="device (default: the counter's)")
+    p.add_argument("--dtype", default=None, help="float32, bfloat16 or float16")
+    p.add_argument("--out", metavar="DIR", default=None,
+                   help="output folder (default results/validate/<device>)")
+    p.add_argument("--no-plots", action="store_true", help="skip the plots")
+    p.add_argument("--json", action="store_true", help="print the study as JSON")
+
+
+def format_study(res: dict) -> str:
+    hdr = (f"{'shape':<22} {'d/T':>7} {'V/d':>7} {'measured':>18} {'/analytic':>10} {'/6N':>7} "
+           f"{'/6N+ctx':>8} {'/full':>7} {'head':>6} {'blk ovh':>8} {'recomp':>7}")
+    out = [f"6N study: {res['counter']} counter, {res['backend']} backend, {res['device']}, "
+           f"batch {res['batch']} (one training step = forward + backward)", "", hdr, "-" * len(hdr)]
+
+    def f(x, fmt):
+        return "-" if x is None else format(x, fmt)
+    for r in res["rows"]:
+        out.append(f"{r['shape']:<22} {r['d_model_over_n_ctx']:>7.4g} {r['n_vocab_over_d_model']:>7.4g} "
+                   f"{r['measured']:>18,} {r['measured_over_analytic']:>10.6f} "
+                   f"{r['measured_over_6N']:>7.3f} {r['measured_over_6N_context']:>8.3f} "
+                   f"{r['measured_over_full_model']:>7.3f} {f(r['head_share'], '6.3f'):>6} "
+                   f"{f(r['triton_causal_block_overhead'], '8.3f'):>8} "
+                   f"{f(r['triton_backward_recompute_overhead'], '7.3f'):>7}")
+    out += ["", f"measured == analytic executed for every shape: {res['measured_equals_analytic']} "
+                f"(max relative difference {res['max_rel_error_vs_analytic']:.2e})",
+            "blk ovh / recomp: the triton kernels' causal block granularity and backward recompute "
+            "overheads on attention (analytic, model.flops.attention_overheads)",
+            f"Kaplan's line: d_model = n_ctx / 12 (d/T = {KAPLAN_RATIO:.4f}); below it the context "
+            f"term is not negligible", "", "written: " + ", ".join(res["files"][:2])
+            + f" (+{len(res['files']) - 2} raw outputs and plots)"]
+    return "\n".join(out)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bench import counters
+    if args.batch <= 0:
+        raise CLIError(f"--batch must be positive, got {args.batch}")
+    if args.quick and args.grid:
+        raise CLIError("--quick and --grid are exclusive; --quick is --grid quick")
+    grid = GRIDS[args.grid] if args.grid else None
+    try:
+        res = run_validate(grid, args.counter, args.device, args.out, quick=args.quick,
+                           backend=args.backend, batch=args.batch, dtype=args.dtype,
+                           plots=not args.no_plots)
+    except (counters.CounterError, ValueError) as e:
+        raise CLIError(str(e)) from None
+    if args.json:
+        print(json.dumps(res, indent=2, default=str))
+    else:
+        print(format_study(res))
+    return 0

@@ -366,6 +366,27 @@ def pf_days(flops: float) -> float:
     return flops / PF_DAY
 
 
+# Kaplan's run compute C = 6 N D: 2 FLOPs per parameter per token forward, BACKWARD_FACTOR x that
+# backward. Scaling-law fits of external tables and Chinchilla's N_opt = G (C / 6)^a use it.
+KAPLAN_FLOPS_PER_PARAM_TOKEN = 2 * (1 + BACKWARD_FACTOR)
+
+
+def run_compute(N, D):
+    """C = 6 N D: training compute (FLOPs) of D tokens on N parameters (arrays welcome)."""
+    return KAPLAN_FLOPS_PER_PARAM_TOKEN * N * D
+
+
+def tokens_from_compute(C, N):
+    """D = C / (6 N): tokens of a run of compute C (FLOPs) on N parameters (arrays welcome)."""
+    return C / (KAPLAN_FLOPS_PER_PARAM_TOKEN * N)
+
+
+def params_from_compute(C, D):
+    """N = C / (6 D): the parameter count a compute count implies for D tokens, so that any
+    convention's C (6N, 6N + context, full model, measured) reads as C = 6 N_eff D."""
+    return C / (KAPLAN_FLOPS_PER_PARAM_TOKEN * D)
+
+
 def attention_overheads(cfg: GPTConfig, spec: ExecSpec, batch: int = 1,
                         seq_len: int | None = None) -> dict[str, float]:
     """How much more attention work `spec` executes than the model count, split into the causal

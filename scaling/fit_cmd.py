@@ -1,0 +1,250 @@
+"""Fit scaling laws to any loss table: `sixn fit TABLE.csv`.
+
+The table needs a column of parameter counts (N) and one of losses (loss, L or val_loss), and for
+the Chinchilla form also tokens (D) or training compute (C, from which D = C / 6N). Column names
+are case-insensitive. Fitted, with percentile-bootstrap intervals:
+
+  L(N) = (N_c / N)^alpha_N          on each N's lowest loss (always)
+  L = E + A/N^alpha + B/D^beta      Chinchilla approach 3, Huber (delta 1e-3) on log residuals,
+                                    L-BFGS-B from a grid of starts (when D or C is given)
+  N_opt ~ C^a                       a = beta / (alpha + beta) from that law, and empirically:
+                                    the lowest-loss N of each compute budget (isoFLOP groups) or
+                                    of the loss-compute frontier, fitted as N_opt = k C^a
+
+Examples:
+  sixn fit chinchilla_points.csv
+  sixn fit table.csv --json --bootstrap 200 --seed 1
+  sixn fit kaplan.csv --c-units pf-days
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from bench.cli import CLIError
+from model.flops import PF_DAY, run_compute, tokens_from_compute
+from scaling import fits as F
+
+ALIASES = {
+    "N": ("n", "params", "n_params", "parameters"),
+    "loss": ("loss", "l", "val_loss"),
+    "D": ("d", "tokens", "n_tokens"),
+    "C": ("c", "compute", "flops"),
+}
+MIN_N_POINTS = 3          # distinct N for L(N)
+MIN_CHINCHILLA_ROWS = 6   # five constants and at least one residual
+MIN_NOPT_POINTS = 3
+ISOFLOP_TOL = 0.02        # compute budgets within 2 % are one isoFLOP group
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("table", help="CSV with columns N and loss (or L / val_loss), plus D or C")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.add_argument("--bootstrap", type=int, default=F.DEFAULT_BOOTSTRAP, metavar="B",
+                   help="bootstrap resamples for the intervals (default %(default)s; 0: none)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default %(default)s)")
+    p.add_argument("--conv", default="6N", choices=["6N"],
+                   help="how C relates to N and D: 6N means C = 6 N D (Kaplan, Chinchilla)")
+    p.add_argument("--c-units", default="flops", choices=["flops", "pf-days"],
+                   help="unit of the C column (default %(default)s)")
+    p.add_argument("--full-grid", action="store_true",
+                   help="run L-BFGS-B from every point of Hoffmann's 4500-point start grid "
+                        "(default: from the 64 best by the objective)")
+
+
+def _match_columns(fields: list[str]) -> dict[str, str]:
+    lower = {f.strip().lower(): f for f in fields}
+    out = {}
+    for key, names in ALIASES.items():
+        for n in names:
+            if n in lower:
+                out[key] = lower[n]
+                break
+    return out
+
+
+def _column(rows: list[dict], name: str, what: str) -> np.ndarray:
+    vals, bad = [], []
+    for i, r in enumerate(rows, start=1):
+        cell = (r.get(name) or "").strip()
+        try:
+            v = float(cell)
+        except ValueError:
+            v = math.nan
+        if not (math.isfinite(v) and v > 0):
+            bad.append(f"{i} ({cell!r})" if cell else f"{i} (empty)")
+        vals.append(v)
+    if bad:
+        more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+        raise CLIError(f"column {name!r} ({what}) must hold positive numbers; non-positive, NaN or "
+                       f"unreadable values at data rows {', '.join(bad[:10])}{more}")
+    return np.array(vals, dtype=float)
+
+
+def load_table(path: str | Path, c_units: str = "flops") -> dict:
+    """N, loss and (when given) D and C of a loss table, checked; CLIError on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise CLIError(f"{path}: no such file")
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            fields = list(reader.fieldnames or [])
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise CLIError(f"{path}: cannot read as CSV: {e}") from None
+    cols = _match_columns(fields)
+    missing = [k for k in ("N", "loss") if k not in cols]
+    if missing:
+        need = "; ".join(f"{k} (named {' / '.join(ALIASES[k])})" for k in missing)
+        raise CLIError(f"{path}: missing column(s) {need}. A table needs N and loss, plus D or C "
+                       f"for the Chinchilla form; found columns: {', '.join(fields) or 'none'}")
+    if not rows:
+        raise CLIError(f"{path}: the table has no rows")
+    out = {"path": str(path), "columns": dict(cols), "n_rows": len(rows),
+           "N": _column(rows, cols["N"], "parameters"),
+           "loss": _column(rows, cols["loss"], "loss")}
+    if "C" in cols:
+        out["C"] = _column(rows, cols["C"], f"compute, {c_units}") * (PF_DAY if c_units == "pf-days"
+                                                                    else 1.0)
+    if "D" in cols:
+        out["D"] = _column(rows, cols["D"], "tokens")
+    elif "C" in cols:
+        out["D"] = tokens_from_compute(out["C"], out["N"])
+    if "D" in out and "C" not in out:
+        out["C"] = run_compute(out["N"], out["D"])
+    return out
+
+
+def _best_per_N(N: np.ndarray, L: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    u = np.unique(N)
+    return u, np.array([L[N == n].min() for n in u])
+
+
+def empirical_n_opt(C: np.ndarray, N: np.ndarray, L: np.ndarray) -> tuple[str, np.ndarray, np.ndarray]:
+    """Compute-optimal points of a table: the lowest-loss N of each isoFLOP group when there are
+    at least 3 groups of 3 or more rows, else the loss-compute frontier (points no cheaper point
+    beats). Returns (method, C, N_opt)."""
+    o = np.argsort(C, kind="stable")
+    Cs, Ns, Ls = C[o], N[o], L[o]
+    groups, start = [], 0
+    for i in range(1, len(Cs) + 1):
+        if i == len(Cs) or Cs[i] > Cs[start] * (1 + ISOFLOP_TOL):
+            groups.append(np.arange(start, i))
+            start = i
+    big = [g for g in groups if g.size >= 3 and np.unique(Ns[g]).size >= 3]
+    if len(big) >= MIN_NOPT_POINTS:
+        c = np.array([np.exp(np.log(Cs[g]).mean()) for g in big])
+        n = np.array([Ns[g][np.argmin(Ls[g])] for g in big])
+        return "isoflop", c, n
+    keep = np.zeros(len(Cs), bool)
+    best = math.inf
+    for i in range(len(Cs)):
+        if Ls[i] < best:
+            keep[i] = True
+            best = Ls[i]
+    return "frontier", Cs[keep], Ns[keep]
+
+
+def fit_table(t: dict, n_boot: int, seed: int, full_grid: bool = False) -> dict:
+    N, L = t["N"], t["loss"]
+    res: dict = {"table": t["path"], "columns": t["columns"], "n": int(N.size),
+                 "bootstrap": n_boot, "seed": seed, "fits": {}}
+    uN, bestL = _best_per_N(N, L)
+    if uN.size < MIN_N_POINTS:
+        raise CLIError(f"too few points: L(N) needs at least {MIN_N_POINTS} distinct N values, "
+                       f"the table has {uN.size}")
+    res["fits"]["L_N"] = F.fit_L_N(uN, bestL, n_boot=n_boot, seed=seed)
+    chin = None
+    if "D" in t:
+        D = t["D"]
+        if N.size < MIN_CHINCHILLA_ROWS:
+            raise CLIError(f"too few points: the Chinchilla form needs at least "
+                           f"{MIN_CHINCHILLA_ROWS} rows with D, the table has {N.size}")
+        for name, x in (("N", N), ("D", D)):
+            if np.unique(x).size < 2:
+                raise CLIError(f"too few points: the Chinchilla form needs at least 2 distinct "
+                               f"values of {name}, the table has 1")
+        try:
+            chin = F.fit_chinchilla(N, D, L, n_boot=n_boot, seed=seed,
+                                    n_polish=None if full_grid else 64)
+        except ValueError as e:
+            raise CLIError(str(e)) from None
+        res["fits"]["chinchilla"] = chin
+        method, c, n = empirical_n_opt(t["C"], N, L)
+        if np.unique(c).size >= 2 and c.size >= MIN_NOPT_POINTS:
+            f = F.fit_N_opt(c, n, n_boot=n_boot, seed=seed, notes=f"empirical ({method})")
+            res["fits"]["N_opt_empirical"] = f
+        else:
+            res["fits"]["N_opt_empirical"] = {
+                "skipped": True, "reason": f"{method}: {c.size} compute-optimal points, "
+                                           f"needs {MIN_NOPT_POINTS} at 2 or more budgets"}
+    for k in ("E", "A", "B", "alpha", "beta", "a", "b", "G"):
+        res[k] = chin.params[k] if chin else None
+    res["intervals"] = {k: list(chin.intervals[k]) for k in ("E", "A", "B", "alpha", "beta", "a",
+                                                              "b", "G")} if chin else {}
+    emp = res["fits"].get("N_opt_empirical")
+    res["a_empirical"] = emp.params["a"] if isinstance(emp, F.Fit) else None
+    return res
+
+
+def _clean(o):
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    if isinstance(o, F.Fit):
+        return _clean(o.to_dict())
+    if isinstance(o, np.generic):
+        return _clean(o.item())
+    return o
+
+
+def _text(res: dict) -> str:
+    lines = [f"{res['table']}: {res['n']} rows; columns "
+             + ", ".join(f"{k}={v}" for k, v in res["columns"].items())
+             + f"; bootstrap {res['bootstrap']} (seed {res['seed']}), intervals 2.5-97.5 %"]
+    for name, f in res["fits"].items():
+        lines.append("")
+        if isinstance(f, F.Fit):
+            lines.append(f"{name} ({f.n} points, R^2 log {fmt(f.r2_log)}): {f.form}")
+            for k, v in f.params.items():
+                lo, hi = f.intervals[k]
+                lines.append(f"  {k:<10} {F.fmt_value(v):>12}   [{F.fmt_value(lo)}, {F.fmt_value(hi)}]")
+            if f.notes:
+                lines.append(f"  ({f.notes})")
+        else:
+            lines.append(f"{name}: skipped ({f['reason']})")
+    if res.get("a") is not None:
+        lo, hi = res["intervals"]["a"]
+        lines.append("")
+        lines.append(f"N_opt ~ C^a with a = beta/(alpha+beta) = {F.fmt_value(res['a'])} "
+                     f"[{F.fmt_value(lo)}, {F.fmt_value(hi)}]"
+                     + (f"; empirical a = {F.fmt_value(res['a_empirical'])}"
+                        if res.get("a_empirical") is not None else ""))
+    return "\n".join(lines)
+
+
+def fmt(x) -> str:
+    return F.fmt_value(x)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.bootstrap < 0:
+        raise CLIError(f"--bootstrap must be >= 0, got {args.bootstrap}")
+    t = load_table(args.table, args.c_units)
+    res = fit_table(t, args.bootstrap, args.seed, args.full_grid)
+    res["conv"] = args.conv
+    if args.json:
+        print(json.dumps(_clean(res), indent=2))
+    else:
+        print(_text(res))
+    return 0

@@ -147,9 +147,10 @@ def study_row(cfg: GPTConfig, sc, batch: int) -> dict:
 def run_validate(grid=None, counter: str = "dispatch", device: str | None = None,
                  out_dir: str | Path | None = None, quick: bool = False, backend: str | None = None,
                  batch: int = 1, dtype: str | None = None, plots: bool = True,
-                 progress=sys.stderr) -> dict:
+                 progress=True) -> dict:
     """Count one training step of every shape of `grid`, write CSV/JSON/raw outputs and plots
-    under out_dir (default results/validate/<device>), and return the study as a dict."""
+    under out_dir (default results/validate/<device>), and return the study as a dict.
+    progress: True for a line per shape on stderr, a file to write them to, or None for none."""
     from bench import counters
     from bench.provenance import device_slug, provenance, results_root, write_csv, write_json
     if counter not in counters.COUNTERS:
@@ -163,6 +164,8 @@ def run_validate(grid=None, counter: str = "dispatch", device: str | None = None
     out = Path(out_dir) if out_dir is not None else results_root() / "validate" / slug
     out.mkdir(parents=True, exist_ok=True)
     prov = provenance("cpu" if run_device == "meta" else run_device)
+    if progress is True:
+        progress = sys.stderr
     rows, files = [], []
     t_all = time.perf_counter()
     for i, cfg in enumerate(shapes):
@@ -174,7 +177,7 @@ def run_validate(grid=None, counter: str = "dispatch", device: str | None = None
         rows.append(row)
         raw = counters.save_raw(sc, out / f"raw_{row['shape']}", prov)
         files.append(str(raw))
-        if progress is not None:
+        if progress:
             print(f"[{i + 1}/{len(shapes)}] {row['shape']:<22} d/T={row['d_model_over_n_ctx']:<7.4g} "
                   f"measured/analytic={row['measured_over_analytic']:.6f} "
                   f"/6N={row['measured_over_6N']:.3f} /6N+ctx={row['measured_over_6N_context']:.3f} "

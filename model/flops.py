@@ -407,3 +407,20 @@ def fmt_flops(x: float) -> str:
         return "0"
     e = min(int(math.log10(abs(x)) // 3), 6)
     return f"{x / 10 ** (3 * e):.3g} {' kMGTPE'[e]}".rstrip()
+    e = min(int(math.log10(abs(x)) // 3), 6)
+    return f"{x / 10 ** (3 * e):.3g} {' kMGTPE'[e]}".rstrip()
+
+
+# FlashAttention papers' convention for attention-kernel TFLOP/s (model FLOPs, not executed):
+# forward QK^T and PV over the T x T square, 4 B H T^2 D, halved when causal; backward 2.5x the
+# forward (2x for dQ, dK, dV plus 0.5x for recomputing QK^T).
+ATTENTION_MODES = ("fwd", "bwd", "fwd+bwd")
+
+
+def attention_model_flops(B: int, H: int, T: int, D: int, causal: bool, mode: str = "fwd") -> int:
+    """Model FLOPs of one attention call on (B, H, T, D) in the FlashAttention convention."""
+    if mode not in ATTENTION_MODES:
+        raise ValueError(f"unknown attention mode {mode!r}; supported: {', '.join(ATTENTION_MODES)}")
+    fwd = 4 * B * H * T * T * D // (2 if causal else 1)
+    bwd = 5 * fwd // 2
+    return {"fwd": fwd, "bwd": bwd, "fwd+bwd": fwd + bwd}[mode]

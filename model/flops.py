@@ -407,8 +407,6 @@ def fmt_flops(x: float) -> str:
         return "0"
     e = min(int(math.log10(abs(x)) // 3), 6)
     return f"{x / 10 ** (3 * e):.3g} {' kMGTPE'[e]}".rstrip()
-    e = min(int(math.log10(abs(x)) // 3), 6)
-    return f"{x / 10 ** (3 * e):.3g} {' kMGTPE'[e]}".rstrip()
 
 
 # FlashAttention papers' convention for attention-kernel TFLOP/s (model FLOPs, not executed):

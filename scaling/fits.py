@@ -613,11 +613,18 @@ class Envelope:
     cmin_adjusted: bool
     runs: list[str]
     excluded: list[str]    # one-layer runs, left out as in Kaplan
+    N_eff_range: tuple[float, float] = (0.0, math.inf)  # smallest and largest N_eff of the runs
 
     @property
     def usable(self) -> np.ndarray:
         """Grid points at least two runs span, so that the minimum is a choice between sizes."""
         return np.isfinite(self.loss) & (self.coverage >= 2)
+
+    @property
+    def interior(self) -> np.ndarray:
+        """Usable points whose lowest run is neither the smallest nor the largest model: where the
+        smallest (largest) model is lowest, the optimal N is only known to lie below (above) it."""
+        return self.usable & (self.N_eff > self.N_eff_range[0]) & (self.N_eff < self.N_eff_range[1])
 
     def to_dict(self) -> dict:
         u = self.usable
@@ -697,7 +704,8 @@ def cmin_envelope(curves: Mapping[str, np.ndarray], convention: str, B_crit: Fit
     return Envelope(convention, np.exp(grid), env, runs[best],
                     np.array([p[3] for p in per_run])[best],
                     np.array([p[4] for p in per_run])[best], cover, B_crit is not None,
-                    [p[0] for p in per_run], excluded)
+                    [p[0] for p in per_run], excluded,
+                    (min(p[4] for p in per_run), max(p[4] for p in per_run)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -860,9 +868,13 @@ def fit_sweep(sweep_dir: str | Path, *, n_boot: int = DEFAULT_BOOTSTRAP, seed: i
         def nopt():
             if e is None:
                 raise _Skip("no C_min envelope")
-            u = e.usable
+            u = e.interior
+            if np.unique(e.N_eff[u]).size < 2:
+                raise _Skip(f"the envelope has {np.unique(e.N_eff[u]).size} model size(s) lowest "
+                            f"away from the ends of the ladder; N_opt(C) needs 2 or more")
             return fit_N_opt(e.C[u], e.N_eff[u], n_boot=n_boot, seed=seed, convention=conv,
-                             notes=note + "; N of the lowest run at each compute")
+                             notes=note + "; N of the lowest run at each compute, points where "
+                             "the smallest or largest model is lowest left out (censored)")
         attempt(slot, "N_opt", conv, nopt)
 
     out["comparison"] = comparison_table(out)
@@ -906,3 +918,82 @@ def write_fits(result: Mapping, sweep_dir: str | Path) -> tuple[Path, Path]:
         {k: ("" if v is None or (isinstance(v, float) and not np.isfinite(v)) else v)
          for k, v in r.items()} for r in result.get("comparison") or comparison_table(result)])
     return j, c
+
+
+# --------------------------------------------------------------------------------------------
+# A synthetic sweep in the tables' schema, from known laws (tests, demos, plot previews)
+# --------------------------------------------------------------------------------------------
+
+SYNTHETIC_LAW = {"E": 1.0, "A": 40.0, "B": 60.0, "alpha": 0.30, "beta": 0.28}
+SYNTHETIC_B_CRIT = {"alpha_B": 0.21, "B_star": 2e4}
+
+
+def synthetic_sweep(sweep_dir: str | Path, *, seed: int = 0, noise: float = 0.005,
+                    measured: bool = True, law: Mapping[str, float] = SYNTHETIC_LAW,
+                    n_ctx: int = 64, n_vocab: int = 256, n_eval: int = 24,
+                    ladder: Sequence[tuple[int, int]] = ((1, 32), (2, 32), (2, 64), (4, 64),
+                                                         (4, 128), (4, 256), (8, 256), (8, 384)),
+                    ladder_tokens: float = 3e7, data_shape: tuple[int, int] = (4, 128),
+                    data_tokens: Sequence[float] = (1e5, 3e5, 1e6, 3e6, 1e7),
+                    shapes: Sequence[tuple[int, int]] = ((2, 128), (4, 91), (8, 64), (16, 45)),
+                    kinds: Sequence[str] = ("ladder", "data", "shape")) -> Path:
+    """Write curves.csv and summary.csv of a sweep whose losses follow a known Chinchilla-form law
+    L(N, D) (N non-embedding, D tokens seen) with log-normal noise, whose b_simple follows
+    B_crit(L) = B_star / L^(1/alpha_B) (tokens), and whose compute columns come from
+    model.flops for each shape. measured=False leaves C_measured empty."""
+    from bench.provenance import write_csv
+    from model.config import GPTConfig
+    from model.flops import accounting, pf_days
+
+    rng = np.random.default_rng(seed)
+    sweep = Path(sweep_dir)
+    runs: list[tuple[str, str, int, int, float]] = []
+    if "ladder" in kinds:
+        runs += [(f"ladder-L{l}-d{d}", "ladder", l, d, ladder_tokens) for l, d in ladder]
+    if "data" in kinds:
+        runs += [(f"data-L{data_shape[0]}-d{data_shape[1]}-D{D:.0e}", "data", *data_shape, D)
+                 for D in data_tokens]
+    if "shape" in kinds:
+        runs += [(f"shape-L{l}-d{d}", "shape", l, d, ladder_tokens / 3) for l, d in shapes]
+    curves, summary = [], []
+    batch_size = 32
+    bt = batch_size * n_ctx
+    for name, kind, n_layer, d_model, D_total in runs:
+        cfg = GPTConfig.from_shape(n_layer, d_model, n_ctx=n_ctx, n_vocab=n_vocab,
+                                   n_head=max(1, d_model // 32) if d_model % 32 == 0 else 1)
+        acc = accounting(cfg)
+        per_tok = {c: acc.training_per_token[c] for c in ("kaplan_6N", "kaplan_6N_context",
+                                                          "full_model")}
+        per_tok["measured"] = acc.training_per_token["full_model"] * 1.04 if measured else math.nan
+        steps_total = max(2, int(round(D_total / bt)))
+        steps = np.unique(np.geomspace(1, steps_total, n_eval).round().astype(int))
+        best, last = math.inf, None
+        for s in steps:
+            tokens = float(s * bt)
+            clean = float(_chinchilla(law, acc.N, tokens))
+            val = clean * math.exp(rng.normal(0, noise))
+            row = {"run": name, "kind": kind, "n_layer": n_layer, "d_model": d_model,
+                   "n_head": cfg.n_head, "d_ff": cfg.d_ff, "n_ctx": n_ctx, "n_vocab": n_vocab,
+                   "N": acc.N, "N_total": acc.params.total, "batch_size": batch_size,
+                   "batch_tokens": bt, "step": int(s), "tokens": tokens, "lr": 1e-3,
+                   "train_loss": clean * math.exp(rng.normal(0, noise)), "val_loss": val,
+                   "transfer_loss": (val + 0.4) * math.exp(rng.normal(0, noise)),
+                   "b_simple": SYNTHETIC_B_CRIT["B_star"] / val ** (1 / SYNTHETIC_B_CRIT["alpha_B"])
+                   * math.exp(rng.normal(0, 5 * noise)),
+                   "elapsed_s": s * 1e-3 * acc.N / 1e5}
+            for conv, f in per_tok.items():
+                C = f * tokens
+                row[f"C_{conv}"] = "" if not math.isfinite(C) else C
+                row[f"pf_days_{conv}"] = "" if not math.isfinite(C) else pf_days(C)
+            curves.append(row)
+            best = min(best, val)
+            last = row
+        summary.append({"run": name, "kind": kind, "N": acc.N, "N_total": acc.params.total,
+                        "n_layer": n_layer, "d_model": d_model, "D": last["tokens"],
+                        "steps": last["step"], "val_loss": last["val_loss"], "best_val_loss": best,
+                        "transfer_loss": last["transfer_loss"],
+                        **{f"C_{c}": last[f"C_{c}"] for c in per_tok},
+                        "b_simple": last["b_simple"], "fingerprint": f"synthetic-{seed}"})
+    write_csv(sweep / "curves.csv", curves)
+    write_csv(sweep / "summary.csv", summary)
+    return sweep

@@ -1,0 +1,377 @@
+"""Kaplan-style figures of a scaling sweep, drawn from its tables and fits (matplotlib, Agg).
+
+plot_sweep(sweep_dir) draws every figure the sweep's data supports and writes PNGs next to the
+tables. The figures that depend on how compute is counted have two panels side by side: Kaplan's
+6N and the measured compute (the full-model count, labelled so, when nothing was measured).
+
+  fig_learning_curves.png   loss against compute, every run, with the C_min envelope and L(C_min)
+  fig_loss_vs_N.png         final loss against N (as each convention counts it) with L(N)
+  fig_loss_vs_D.png         data-limited runs: loss against tokens with L(N, D) and L(D)
+  fig_nopt_vs_C.png         compute-optimal N against compute, N_opt = k C^a and Chinchilla's
+  fig_shape.png             experiments, when present: loss spread against aspect ratio
+  fig_sample_efficiency.png loss against tokens for each size
+  fig_transfer.png          transfer loss against validation loss
+
+Fitted laws are in the legends; shaded bands are 2.5-97.5 % bootstrap bands of the fits.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+from model.flops import PF_DAY
+from scaling import fits as F
+
+PANEL_CONVENTIONS = ("kaplan_6N", "measured")
+LABELS = {"kaplan_6N": "6N compute (Kaplan)", "kaplan_6N_context": "6N + context compute",
+          "full_model": "full-model compute", "measured": "measured compute"}
+
+
+def panel_conventions(result: Mapping) -> list[tuple[str, str]]:
+    """(convention, panel title) for the side-by-side panels: 6N and measured (or full_model)."""
+    convs = list(result.get("conventions", []))
+    out = []
+    if "kaplan_6N" in convs:
+        out.append(("kaplan_6N", LABELS["kaplan_6N"]))
+    if "measured" in convs:
+        out.append(("measured", LABELS["measured"]))
+    elif "full_model" in convs:
+        out.append(("full_model", LABELS["full_model"] + " (no measured compute: full model)"))
+    if not out and convs:
+        out.append((convs[0], LABELS.get(convs[0], convs[0])))
+    return out
+
+
+def _figure(n_panels: int, title: str) -> tuple[Figure, list]:
+    fig = Figure(figsize=(6.0 * max(1, n_panels), 4.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    fig.get_layout_engine().set(rect=(0, 0.025, 1, 0.975))  # room for the provenance footer
+    axes = fig.subplots(1, max(1, n_panels), squeeze=False)[0].tolist()
+    fig.suptitle(title)
+    return fig, axes
+
+
+def _footer(fig: Figure) -> None:
+    from bench.provenance import provenance
+    p = provenance()
+    fig.text(0.995, 0.002, f"sixn {p['git_commit'][:12]}  {p['date']}", ha="right", va="bottom",
+             fontsize=6, color="0.5")
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    """Write the PNG atomically (temporary file in the same folder, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _footer(fig)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=120)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _fit(result: Mapping, name: str, conv: str | None = None) -> F.Fit | None:
+    slot = result.get("independent", {}) if conv is None else result.get("by_convention", {}).get(conv, {})
+    f = slot.get(name)
+    return f if isinstance(f, F.Fit) else None
+
+
+def _skip_note(ax, result: Mapping, name: str, conv: str | None) -> None:
+    slot = result.get("independent", {}) if conv is None else result.get("by_convention", {}).get(conv, {})
+    f = slot.get(name)
+    if isinstance(f, dict) and f.get("skipped"):
+        ax.text(0.02, 0.02, f"{name} not fitted: {f['reason']}", transform=ax.transAxes,
+                fontsize=7, color="0.4", wrap=True)
+
+
+def _draw_law(ax, fit: F.Fit, x: np.ndarray, xs: np.ndarray, inputs: dict, color: str,
+              label: str | None = None, ls: str = "--") -> None:
+    """The fitted law at `inputs` (drawn against xs) with its bootstrap band."""
+    y = fit.predict(**inputs)
+    lo, hi = fit.band(**inputs)
+    ax.plot(xs, y, ls, color=color, lw=1.6, label=label or fit.legend())
+    ax.fill_between(xs, lo, hi, color=color, alpha=0.2, lw=0)
+
+
+def _colors(values: np.ndarray):
+    from matplotlib import colormaps
+    v = np.log(np.asarray(values, float))
+    span = (v.max() - v.min()) or 1.0
+    cmap = colormaps["viridis"]
+    return [cmap(0.9 * (x - v.min()) / span) for x in v]
+
+
+def _runs(t: Mapping) -> np.ndarray:
+    return F._runs(t)
+
+
+def _kind(t: Mapping) -> np.ndarray:
+    return np.asarray(t["kind"]).astype(str) if "kind" in t else np.full(F._nrows(t), "ladder")
+
+
+def _log_axes(ax, xlabel: str, ylabel: str) -> None:
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.25)
+
+
+# --------------------------------------------------------------------------------------------
+# Figures that depend on the compute convention: two panels
+# --------------------------------------------------------------------------------------------
+
+def plot_learning_curves(curves: Mapping, result: Mapping, path: Path) -> Path | None:
+    """Loss against compute (PF-days) for every ladder run, the C_min envelope and L(C_min)."""
+    panels = panel_conventions(result)
+    if not panels:
+        return None
+    bfit = _fit(result, "B_crit")
+    fig, axes = _figure(len(panels), "Learning curves against compute, with the C_min envelope")
+    run, kind = _runs(curves), _kind(curves)
+    N = np.asarray(curves["N"], float)
+    L = np.asarray(curves["val_loss"], float)
+    names = [r for r in dict.fromkeys(run[kind == "ladder"])] or list(dict.fromkeys(run))
+    colors = dict(zip(names, _colors([np.nanmax(N[run == r]) for r in names])))
+    for ax, (conv, title) in zip(axes, panels):
+        C = np.asarray(curves[F.CONVENTION_COLUMNS[conv]], float)
+        if bfit is not None and "batch_tokens" in curves:
+            with np.errstate(all="ignore"):
+                C = F.c_min(C, np.asarray(curves["batch_tokens"], float), bfit.predict(L=L))
+        for r in names:
+            m = (run == r) & np.isfinite(C) & (C > 0) & np.isfinite(L) & (L > 0)
+            if m.any():
+                o = np.argsort(C[m])
+                ax.plot(C[m][o] / PF_DAY, L[m][o], color=colors[r], lw=0.9, alpha=0.8)
+        env = result.get("by_convention", {}).get(conv, {}).get("envelope")
+        if isinstance(env, F.Envelope):
+            u = env.usable
+            ax.plot(env.C[u] / PF_DAY, env.loss[u], color="k", lw=2.2, label="lower envelope")
+            fit = _fit(result, "L_Cmin", conv)
+            if fit is not None:
+                xs = np.geomspace(env.C[u].min(), env.C[u].max(), 100)
+                _draw_law(ax, fit, xs, xs / PF_DAY, {"C_min": xs}, "tab:red",
+                          label=f"{fit.form}\nalpha_C={F.fmt_value(fit.params['alpha_C'])}, "
+                                f"C_c={F.fmt_value(fit.params['C_c_pf_days'])} PF-days")
+        _skip_note(ax, result, "L_Cmin", conv)
+        xl = "C_min (PF-days, eq. 5.5)" if bfit is not None else "C (PF-days)"
+        _log_axes(ax, f"{xl}, {title}", "validation loss")
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=7, loc="upper right")
+    return _save(fig, path)
+
+
+def plot_loss_vs_N(summary: Mapping, result: Mapping, path: Path) -> Path | None:
+    """Final loss of the ladder runs against N as each convention counts it, with L(N)."""
+    panels = panel_conventions(result)
+    if not panels:
+        return None
+    n = F._nrows(summary)
+    loss = F._final_loss(summary)
+    sel = F._select(summary, ("ladder",))
+    D = F._col(summary, "D", n)
+    if not (sel & np.isfinite(loss)).any():
+        return None
+    fig, axes = _figure(len(panels), "Loss against model size")
+    for ax, (conv, title) in zip(axes, panels):
+        with np.errstate(all="ignore"):
+            Neff = F.params_from_compute(F._col(summary, F.CONVENTION_COLUMNS[conv], n), D)
+        m = sel & F._finite_pos(Neff, loss)
+        ax.plot(Neff[m], loss[m], "o", color="tab:blue", label="ladder runs (best val loss)")
+        fit = _fit(result, "L_N", conv)
+        if fit is not None and m.any():
+            xs = np.geomspace(Neff[m].min() / 2, Neff[m].max() * 2, 100)
+            _draw_law(ax, fit, xs, xs, {"N": xs}, "tab:red")
+        _skip_note(ax, result, "L_N", conv)
+        _log_axes(ax, f"N = C / 6D ({'non-embedding' if conv == 'kaplan_6N' else conv})",
+                  "loss")
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_loss_vs_D(summary: Mapping, result: Mapping, path: Path) -> Path | None:
+    """Data-limited runs: loss against tokens, the fitted L(N, D) at their N, and L(D)."""
+    panels = panel_conventions(result)
+    n = F._nrows(summary)
+    kind = _kind(summary)
+    loss = F._final_loss(summary)
+    D = F._col(summary, "D", n)
+    m0 = (kind == "data") & F._finite_pos(D, loss)
+    if not panels or not m0.any():
+        return None
+    fig, axes = _figure(len(panels), "Loss against dataset size (data-limited runs)")
+    ld = _fit(result, "L_D")
+    for ax, (conv, title) in zip(axes, panels):
+        with np.errstate(all="ignore"):
+            Neff = F.params_from_compute(F._col(summary, F.CONVENTION_COLUMNS[conv], n), D)
+        m = m0 & F._finite_pos(Neff)
+        # one group per model (its non-embedding N); N_eff may differ in the last digits
+        key = F._col(summary, "N", n) if "N" in summary else np.round(np.log(Neff), 6)
+        groups = np.unique(key[m])
+        sizes = np.array([np.median(Neff[m & (key == g)]) for g in groups])
+        cols = _colors(sizes) if sizes.size else []
+        xs = np.geomspace(D[m].min() / 2, D[m].max() * 2, 100) if m.any() else None
+        fit = _fit(result, "L_ND", conv)
+        for g, s, c in zip(groups, sizes, cols):
+            k = m & (key == g)
+            ax.plot(D[k], loss[k], "o", color=c, label=f"runs at N = {F.fmt_value(s)}")
+            if fit is not None:
+                _draw_law(ax, fit, xs, xs, {"N": np.full_like(xs, s), "D": xs}, c,
+                          label=fit.legend() if s == sizes[-1] else "_")
+        if ld is not None and xs is not None:
+            ax.plot(xs, ld.predict(D=xs), ":", color="k", label=ld.legend())
+        _skip_note(ax, result, "L_ND", conv)
+        _log_axes(ax, "D (tokens)", "loss")
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_nopt_vs_C(result: Mapping, path: Path) -> Path | None:
+    """Compute-optimal N along the envelope against compute, with N_opt = k C^a and, when
+    fitted, Chinchilla's N_opt = G (C / 6)^a."""
+    panels = panel_conventions(result)
+    envs = [result.get("by_convention", {}).get(c, {}).get("envelope") for c, _ in panels]
+    if not panels or not any(isinstance(e, F.Envelope) for e in envs):
+        return None
+    fig, axes = _figure(len(panels), "Compute-optimal model size")
+    for ax, (conv, title), env in zip(axes, panels, envs):
+        if not isinstance(env, F.Envelope):
+            _skip_note(ax, result, "envelope", conv)
+            continue
+        u = env.usable
+        ax.plot(env.C[u] / PF_DAY, env.N_eff[u], ".", color="0.5", label="lowest run on the envelope")
+        i = env.interior
+        ax.plot(env.C[i] / PF_DAY, env.N_eff[i], "o", color="tab:blue", ms=4,
+                label="points fitted (not the ladder's ends)")
+        xs = np.geomspace(env.C[u].min(), env.C[u].max(), 100)
+        fit = _fit(result, "N_opt", conv)
+        if fit is not None:
+            _draw_law(ax, fit, xs, xs / PF_DAY, {"C": xs}, "tab:red",
+                      label=f"{fit.form}, a={F.fmt_value(fit.params['a'])}, "
+                            f"k={F.fmt_value(fit.params['k_pf_days'])} (C in PF-days)")
+        chin = _fit(result, "chinchilla", conv)
+        if chin is not None and not env.cmin_adjusted:  # G (C/6)^a is on C, not on C_min
+            ax.plot(xs / PF_DAY, F.chinchilla_N_opt(chin, xs), "-.", color="tab:green",
+                    label=f"Chinchilla G (C/6)^a, a={F.fmt_value(chin.params['a'])}")
+        _skip_note(ax, result, "N_opt", conv)
+        xl = "C_min (PF-days, eq. 5.5)" if env.cmin_adjusted else "C (PF-days)"
+        _log_axes(ax, f"{xl}, {title}", "N_opt = C / 6D of the lowest run")
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------------------------
+# Experiments (one panel; they do not depend on the compute convention)
+# --------------------------------------------------------------------------------------------
+
+def plot_shape(summary: Mapping, path: Path) -> Path | None:
+    """Kaplan Fig. 5: loss increase over the best shape of the same N, against d_model / n_layer."""
+    kind = _kind(summary)
+    n = F._nrows(summary)
+    loss = F._final_loss(summary)
+    N = F._col(summary, "N", n)
+    dm, nl = F._col(summary, "d_model", n), F._col(summary, "n_layer", n)
+    m = (kind == "shape") & F._finite_pos(loss, N, dm, nl)
+    if m.sum() < 2:
+        return None
+    fig, (ax,) = _figure(1, "Loss against shape at fixed size")
+    groups = np.unique(np.round(np.log10(N[m]), 1))
+    for g, c in zip(groups, _colors(10 ** groups)):
+        k = m & (np.round(np.log10(np.where(N > 0, N, 1)), 1) == g)
+        rel = 100 * (loss[k] / loss[k].min() - 1)
+        ar = dm[k] / nl[k]
+        o = np.argsort(ar)
+        ax.plot(ar[o], rel[o], "o-", color=c, label=f"N ~ {F.fmt_value(10 ** g)}")
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.set_xlabel("aspect ratio d_model / n_layer")
+    ax.set_ylabel("loss increase over the best shape (%)")
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_sample_efficiency(curves: Mapping, path: Path) -> Path | None:
+    """Kaplan Fig. 2 (left): loss against tokens processed, each model size of the ladder."""
+    run, kind = _runs(curves), _kind(curves)
+    tok = F._col(curves, "tokens", F._nrows(curves))
+    L = F._col(curves, "val_loss", F._nrows(curves))
+    N = F._col(curves, "N", F._nrows(curves))
+    names = [r for r in dict.fromkeys(run[kind == "ladder"])]
+    if not names:
+        return None
+    fig, (ax,) = _figure(1, "Sample efficiency: larger models reach a loss in fewer tokens")
+    sizes = [np.nanmax(N[run == r]) for r in names]
+    for r, s, c in zip(names, sizes, _colors(sizes)):
+        m = (run == r) & F._finite_pos(tok, L)
+        o = np.argsort(tok[m])
+        ax.plot(tok[m][o], L[m][o], color=c, label=f"N = {F.fmt_value(s)}")
+    _log_axes(ax, "tokens processed", "validation loss")
+    ax.legend(fontsize=7, ncol=2)
+    return _save(fig, path)
+
+
+def plot_transfer(curves: Mapping, path: Path) -> Path | None:
+    """Kaplan Fig. 8: loss on another distribution against the validation loss."""
+    n = F._nrows(curves)
+    L, T = F._col(curves, "val_loss", n), F._col(curves, "transfer_loss", n)
+    m = F._finite_pos(L, T)
+    if m.sum() < 2:
+        return None
+    run, N = _runs(curves), F._col(curves, "N", n)
+    fig, (ax,) = _figure(1, "Transfer: loss on another distribution against validation loss")
+    names = [r for r in dict.fromkeys(run[m])]
+    sizes = [np.nanmax(N[run == r]) for r in names]
+    for r, s, c in zip(names, sizes, _colors(sizes)):
+        k = m & (run == r)
+        ax.plot(L[k], T[k], ".", color=c, ms=3)
+    off = float(np.median(T[m] - L[m]))
+    xs = np.linspace(L[m].min(), L[m].max(), 50)
+    ax.plot(xs, xs + off, "--", color="k", label=f"transfer = val + {off:.3g} (median offset)")
+    ax.set_xlabel("validation loss")
+    ax.set_ylabel("transfer loss")
+    ax.grid(True, alpha=0.25)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_sweep(sweep_dir: str | Path, result: Mapping | None = None, *,
+               n_boot: int = F.DEFAULT_BOOTSTRAP, seed: int = 0) -> list[Path]:
+    """Every figure the sweep supports, as PNGs next to its tables. `result` is fit_sweep's
+    return value; without one the fits are recomputed (not written)."""
+    sweep = Path(sweep_dir)
+    if result is None:
+        result = F.fit_sweep(sweep, n_boot=n_boot, seed=seed, write=False)
+    cpath, spath = sweep / "curves.csv", sweep / "summary.csv"
+    curves = F.read_table(cpath) if cpath.exists() else None
+    summary = F.read_table(spath) if spath.exists() else (
+        F._summary_from_curves(curves) if curves is not None else None)
+    out: list[Path | None] = []
+    if curves is not None:
+        out.append(plot_learning_curves(curves, result, sweep / "fig_learning_curves.png"))
+    if summary is not None:
+        out.append(plot_loss_vs_N(summary, result, sweep / "fig_loss_vs_N.png"))
+        out.append(plot_loss_vs_D(summary, result, sweep / "fig_loss_vs_D.png"))
+    out.append(plot_nopt_vs_C(result, sweep / "fig_nopt_vs_C.png"))
+    if summary is not None:
+        out.append(plot_shape(summary, sweep / "fig_shape.png"))
+    if curves is not None:
+        out.append(plot_sample_efficiency(curves, sweep / "fig_sample_efficiency.png"))
+        out.append(plot_transfer(curves, sweep / "fig_transfer.png"))
+    return [p for p in out if p is not None]

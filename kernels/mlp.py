@@ -1,0 +1,562 @@
+"""Fused linear + GELU: y = gelu(x @ W^T + b), forward and backward, as Triton GEMMs.
+
+Algorithm
+- Forward: one tiled GEMM (Triton matmul tutorial 03: grouped-M tile order for L2 reuse, fp32
+  accumulator). The epilogue adds the bias to the fp32 accumulator, applies the tanh-form GELU
+      gelu(z) = 0.5 z (1 + tanh(u)),  u = sqrt(2/pi) (z + 0.044715 z^3)
+  (what torch.nn.functional.gelu(approximate="tanh") computes) and stores y; it also stores the
+  pre-activation z (in the input dtype) when backward is to use a saved z.
+- Backward: the GELU derivative is fused into the prologue of both gradient GEMMs. Each tile of
+  dY and Z is loaded, multiplied as dZ = dY * gelu'(Z) in fp32, rounded to the input dtype (as
+  PyTorch's own gelu_backward output is) and fed straight to tl.dot, so dZ never goes to memory:
+      dX[M, K] = dZ[M, N] @ W[N, K]          (tiles rows M, cols K, reduction N)
+      dW[N, K] = dZ^T[N, M] @ X[M, K]        (tiles rows N, cols K, reduction M)
+      db[N]    = sum_m dZ[m, :]              (in the dW kernel, by the programs of the first K tile)
+  The price of the fusion is that gelu'(Z) is evaluated cdiv(K, block) times per element in each
+  kernel (element-wise work on the CUDA cores, no extra matmul).
+
+Save or recompute the pre-activation (flag RECOMPUTE below, or the `recompute` argument)
+- save (default, RECOMPUTE = False): the forward stores Z (M x N in the input dtype) for backward.
+  The torch backend keeps the same tensor (F.gelu saves its input), so saving costs no memory over
+  the reference, and backward runs no extra GEMM.
+- recompute: the forward stores only y; backward re-runs the forward GEMM (same kernel, same tiles,
+  bit-identical Z) into a scratch buffer before the two gradient GEMMs. This frees M x N activations
+  per layer for one extra GEMM: +2MNK, a third more backward work for this product. The flag is part
+  of the executed-FLOP spec (model.flops.GemmExec.recompute) returned by `linear_gelu_exec`.
+
+Tiles are picked by a fixed table from (M, N, K, dtype, device), never autotuned, so the executed
+work is known exactly: every tile runs full-size block products (ragged edges are masked to zero,
+not skipped), and `linear_gelu_exec` returns the (rows, cols, reduction) tiles of the three products
+as launched. The "sixn::linear_gelu_fwd" / "sixn::linear_gelu_bwd" custom ops carry FLOP formulas
+from that spec, so torch.utils.flop_counter.FlopCounterMode counts what the kernels execute.
+
+Dtypes: float16, bfloat16 (fp32 accumulation; tensor cores on CUDA) and float32 (fp32 products with
+IEEE precision when torch.get_float32_matmul_precision() is "highest", TF32 otherwise, like torch).
+Shapes: x (..., K) with any strides, weight (N, K) with any strides, bias (N,) or None.
+
+Caution:
+- Both gradients are always computed (the FLOP spec counts both), even when x or the weight does
+  not need a gradient.
+- No double backward.
+- On CPU the kernels run only in the Triton interpreter (TRITON_INTERPRET=1): exact but slow, for
+  tests on small shapes. Two interpreter bugs for bfloat16 in triton 3.9 are worked around there
+  only: its bf16 tl.dot returns garbage (the blocks are upcast to fp32 first: same block shapes and
+  FLOP count) and its fp32 -> bf16 cast truncates (values are rounded to nearest-even by hand
+  first, as a GPU's cast does).
+"""
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+from torch.utils.flop_counter import register_flop_formula
+
+from model.flops import GemmExec
+
+from ._util import SUPPORTED_DTYPES, check_device, check_dtype, interpreting
+
+# Save the pre-activation for backward (False) or recompute it there (True); see module docstring.
+RECOMPUTE = False
+
+_SQRT_2_OVER_PI = 0.7978845608028654  # sqrt(2 / pi)
+_GELU_C = 0.044715
+
+
+# --------------------------------------------------------------------------------------------
+# Tile table (deterministic: the executed-FLOP spec depends on it)
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class KernelTiles:
+    rows: int       # output rows per program
+    cols: int       # output columns per program
+    red: int        # reduction block
+    num_warps: int
+    num_stages: int
+
+
+@dataclass(frozen=True)
+class LinearGeluConfig:
+    fwd: KernelTiles   # y[M, N]  = x[M, K] @ W^T       rows M, cols N, red K
+    dx: KernelTiles    # dX[M, K] = dZ[M, N] @ W[N, K]  rows M, cols K, red N
+    dw: KernelTiles    # dW[N, K] = dZ^T[N, M] @ X[M, K] rows N, cols K, red M
+    group_m: int = 8   # row tiles per group in the grouped (L2-friendly) launch order
+
+
+def _check_sizes(M: int, N: int, K: int) -> None:
+    for name, v in (("M", M), ("N", N), ("K", K)):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError(f"linear_gelu: {name} must be an int, got {type(v).__name__} {v!r}")
+    if M < 0 or N <= 0 or K <= 0:
+        raise ValueError(f"linear_gelu: need M >= 0, N > 0 and K > 0, got M={M}, N={N}, K={K}")
+
+
+def linear_gelu_config(M: int, N: int, K: int, dtype: torch.dtype,
+                       device: "str | torch.device") -> LinearGeluConfig:
+    """The tiles the kernels are launched with for this problem (a fixed table, no autotuning).
+
+    Interpreter (CPU): 32 x 32 x 32 everywhere, small enough for quick tests.
+    CUDA (tuned for H100): 128 x 128 output tiles, reduction block 64 (16-bit) or 32 (fp32, whose
+    tiles take twice the shared memory), 8 warps, 3 pipeline stages; 64-row tiles with 4 warps when
+    M <= 64, where a 128-row tile would be mostly padding."""
+    _check_sizes(M, N, K)
+    if dtype not in SUPPORTED_DTYPES:
+        raise ValueError(f"linear_gelu: dtype {dtype} is not supported; supported: "
+                         f"{[str(d) for d in SUPPORTED_DTYPES]}")
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        t = KernelTiles(32, 32, 32, num_warps=4, num_stages=1)
+        return LinearGeluConfig(fwd=t, dx=t, dw=t)
+    red = 32 if dtype == torch.float32 else 64
+    bm, warps = (64, 4) if M <= 64 else (128, 8)
+    return LinearGeluConfig(
+        fwd=KernelTiles(bm, 128, red, num_warps=warps, num_stages=3),
+        dx=KernelTiles(bm, 128, red, num_warps=warps, num_stages=3),
+        dw=KernelTiles(128, 128, red, num_warps=8, num_stages=3),
+    )
+
+
+def linear_gelu_exec(M: int, N: int, K: int, dtype: torch.dtype, device: "str | torch.device",
+                     recompute: Optional[bool] = None) -> GemmExec:
+    """How `linear_gelu` executes an (M, N, K) problem: the (rows, cols, reduction) tiles of the
+    forward, dX and dW products exactly as launched, and whether backward recomputes the forward
+    product (recompute=None: the module default RECOMPUTE)."""
+    cfg = linear_gelu_config(M, N, K, dtype, device)
+    rec = RECOMPUTE if recompute is None else bool(recompute)
+    tiles = lambda t: (t.rows, t.cols, t.red)  # noqa: E731
+    return GemmExec(fwd_tiles=tiles(cfg.fwd), dx_tiles=tiles(cfg.dx), dw_tiles=tiles(cfg.dw),
+                    recompute=rec)
+
+
+def _interp_bf16(x: torch.Tensor) -> bool:
+    """bf16 in the interpreter: fp32 block products and explicit rounding (see _mma, _rne)."""
+    return x.dtype == torch.bfloat16 and x.device.type != "cuda"
+
+
+def _ieee_fp32(dtype: torch.dtype) -> bool:
+    """fp32 products in full precision unless torch allows TF32 (its own matmul setting)."""
+    return dtype == torch.float32 and torch.get_float32_matmul_precision() == "highest"
+
+
+# --------------------------------------------------------------------------------------------
+# Triton kernels
+# --------------------------------------------------------------------------------------------
+
+@triton.jit
+def _grouped_tile(pid, R, C, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, GROUP: tl.constexpr):
+    """Program id -> (row tile, column tile), GROUP row tiles at a time, so that consecutive programs
+    share the same few row and column panels in L2 (Triton matmul tutorial)."""
+    n_r = tl.cdiv(R, BLOCK_R)
+    n_c = tl.cdiv(C, BLOCK_C)
+    per_group = GROUP * n_c
+    first_r = (pid // per_group) * GROUP
+    group_size = tl.minimum(n_r - first_r, GROUP)
+    pid_r = first_r + (pid % per_group) % group_size
+    pid_c = (pid % per_group) // group_size
+    return pid_r, pid_c
+
+
+@triton.jit
+def _mma(a, b, acc, IEEE: tl.constexpr, INTERP_BF16: tl.constexpr):
+    """acc += a @ b, the one tl.dot of this file. INTERP_BF16 (bf16 in the interpreter): its bf16
+    tl.dot returns garbage in triton 3.9, so there the blocks are multiplied as fp32 (same shapes)."""
+    if INTERP_BF16:
+        acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+    elif IEEE:
+        acc = tl.dot(a, b, acc, input_precision="ieee")
+    else:
+        acc = tl.dot(a, b, acc)
+    return acc
+
+
+@triton.jit
+def _rne(x, INTERP_BF16: tl.constexpr):
+    """fp32 x, rounded to the nearest bfloat16 (ties to even) under INTERP_BF16: the interpreter's
+    fp32 -> bf16 cast truncates, a GPU's rounds to nearest; after this its cast is exact."""
+    if INTERP_BF16:
+        bits = x.to(tl.uint32, bitcast=True)
+        bits = bits + 0x7FFF + ((bits >> 16) & 1)
+        x = ((bits >> 16) << 16).to(tl.float32, bitcast=True)
+    return x
+
+
+@triton.jit
+def _tanh(u):
+    # tanh(|u|) = (1 - e) / (1 + e) with e = exp(-2 |u|) in (0, 1]: never overflows
+    e = tl.exp(-2.0 * tl.abs(u))
+    t = (1.0 - e) / (1.0 + e)
+    return tl.where(u >= 0, t, -t)
+
+
+@triton.jit
+def _gelu(z):
+    u = 0.7978845608028654 * (z + 0.044715 * z * z * z)  # sqrt(2/pi) (z + c z^3)
+    return 0.5 * z * (1.0 + _tanh(u))
+
+
+# gelu(z) = 0.5 z (1 + tanh(u)),  u = sqrt(2/pi) (z + c z^3),  c = 0.044715
+# gelu'(z) = 0.5 (1 + tanh(u)) + 0.5 z (1 - tanh(u)^2) sqrt(2/pi) (1 + 3 c z^2)
+@triton.jit
+def _gelu_grad(z):
+    u = 0.7978845608028654 * (z + 0.044715 * z * z * z)
+    t = _tanh(u)
+    du = 0.7978845608028654 * (1.0 + 3.0 * 0.044715 * z * z)
+    return 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * du
+
+
+@triton.jit
+def _linear_gelu_fwd(
+    # pointers
+    x_ptr, w_ptr, b_ptr, y_ptr, z_ptr,
+    # sizes
+    M, N, K,
+    # strides
+    stride_xm, stride_xk, stride_wn, stride_wk, stride_b, stride_ym, stride_yn, stride_zm, stride_zn,
+    # meta-parameters
+    HAS_BIAS: tl.constexpr, STORE_Y: tl.constexpr, STORE_Z: tl.constexpr, EVEN_K: tl.constexpr,
+    IEEE: tl.constexpr, INTERP_BF16: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    """One (BLOCK_M, BLOCK_N) tile of z = x @ W^T + b; stores gelu(z) and/or z."""
+    pid_m, pid_n = _grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    # ragged M / N: wrap to valid rows and columns for the loads, mask the stores
+    rm = (rows % M).to(tl.int64)
+    rn = (cols % N).to(tl.int64)
+    rk = tl.arange(0, BLOCK_K)
+    x_ptrs = x_ptr + rm[:, None] * stride_xm + rk[None, :] * stride_xk      # (BM, BK)
+    w_ptrs = w_ptr + rk[:, None] * stride_wk + rn[None, :] * stride_wn      # (BK, BN) of W^T
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        if EVEN_K:
+            a = tl.load(x_ptrs)
+            b = tl.load(w_ptrs)
+        else:  # ragged K: zeros past the end add nothing
+            k_ok = rk < K - k0
+            a = tl.load(x_ptrs, mask=k_ok[None, :], other=0.0)
+            b = tl.load(w_ptrs, mask=k_ok[:, None], other=0.0)
+        acc = _mma(a, b, acc, IEEE, INTERP_BF16)
+        x_ptrs += BLOCK_K * stride_xk
+        w_ptrs += BLOCK_K * stride_wk
+    # epilogue on the fp32 accumulator
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + rn * stride_b).to(tl.float32)[None, :]
+    out_mask = (rows[:, None] < M) & (cols[None, :] < N)
+    om = rows.to(tl.int64)[:, None]
+    on = cols.to(tl.int64)[None, :]
+    if STORE_Z:
+        zc = _rne(acc, INTERP_BF16).to(z_ptr.dtype.element_ty)
+        tl.store(z_ptr + om * stride_zm + on * stride_zn, zc, mask=out_mask)
+    if STORE_Y:
+        y = _rne(_gelu(acc), INTERP_BF16)
+        tl.store(y_ptr + om * stride_ym + on * stride_yn, y.to(y_ptr.dtype.element_ty), mask=out_mask)
+
+
+@triton.jit
+def _linear_gelu_bwd_dx(
+    # pointers
+    dy_ptr, z_ptr, w_ptr, dx_ptr,
+    # sizes
+    M, N, K,
+    # strides
+    stride_dym, stride_dyn, stride_zm, stride_zn, stride_wn, stride_wk, stride_dxm, stride_dxk,
+    # meta-parameters
+    EVEN_N: tl.constexpr, IEEE: tl.constexpr, INTERP_BF16: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    """One (BLOCK_M, BLOCK_K) tile of dX = (dY * gelu'(Z)) @ W, gelu' applied in the prologue."""
+    pid_m, pid_k = _grouped_tile(tl.program_id(0), M, K, BLOCK_M, BLOCK_K, GROUP_M)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
+    rm = (rows % M).to(tl.int64)
+    rk = (cols % K).to(tl.int64)
+    rn = tl.arange(0, BLOCK_N)
+    dy_ptrs = dy_ptr + rm[:, None] * stride_dym + rn[None, :] * stride_dyn  # (BM, BN)
+    z_ptrs = z_ptr + rm[:, None] * stride_zm + rn[None, :] * stride_zn      # (BM, BN)
+    w_ptrs = w_ptr + rn[:, None] * stride_wn + rk[None, :] * stride_wk      # (BN, BK)
+    acc = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)
+    for n0 in range(0, N, BLOCK_N):
+        if EVEN_N:
+            dy = tl.load(dy_ptrs)
+            z = tl.load(z_ptrs)
+            w = tl.load(w_ptrs)
+        else:  # ragged N: dY = 0 past the end, so dZ = 0 there
+            n_ok = rn < N - n0
+            dy = tl.load(dy_ptrs, mask=n_ok[None, :], other=0.0)
+            z = tl.load(z_ptrs, mask=n_ok[None, :], other=0.0)
+            w = tl.load(w_ptrs, mask=n_ok[:, None], other=0.0)
+        dz = dy.to(tl.float32) * _gelu_grad(z.to(tl.float32))
+        acc = _mma(_rne(dz, INTERP_BF16).to(w.dtype), w, acc, IEEE, INTERP_BF16)
+        dy_ptrs += BLOCK_N * stride_dyn
+        z_ptrs += BLOCK_N * stride_zn
+        w_ptrs += BLOCK_N * stride_wn
+    out_mask = (rows[:, None] < M) & (cols[None, :] < K)
+    dx_ptrs = dx_ptr + rows.to(tl.int64)[:, None] * stride_dxm + cols.to(tl.int64)[None, :] * stride_dxk
+    tl.store(dx_ptrs, _rne(acc, INTERP_BF16).to(dx_ptr.dtype.element_ty), mask=out_mask)
+
+
+@triton.jit
+def _linear_gelu_bwd_dw(
+    # pointers
+    dy_ptr, z_ptr, x_ptr, dw_ptr, db_ptr,
+    # sizes
+    M, N, K,
+    # strides
+    stride_dym, stride_dyn, stride_zm, stride_zn, stride_xm, stride_xk, stride_dwn, stride_dwk,
+    # meta-parameters
+    HAS_BIAS: tl.constexpr, EVEN_M: tl.constexpr, IEEE: tl.constexpr, INTERP_BF16: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_M: tl.constexpr, GROUP_N: tl.constexpr,
+):
+    """One (BLOCK_N, BLOCK_K) tile of dW = (dY * gelu'(Z))^T @ X; the programs of the first K tile
+    also write db = column sums of dZ (the same rounded dZ the GEMM uses)."""
+    pid_n, pid_k = _grouped_tile(tl.program_id(0), N, K, BLOCK_N, BLOCK_K, GROUP_N)
+    rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    cols = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
+    rn = (rows % N).to(tl.int64)
+    rk = (cols % K).to(tl.int64)
+    rm = tl.arange(0, BLOCK_M)
+    dyt_ptrs = dy_ptr + rn[:, None] * stride_dyn + rm[None, :] * stride_dym  # (BN, BM) of dY^T
+    zt_ptrs = z_ptr + rn[:, None] * stride_zn + rm[None, :] * stride_zm      # (BN, BM) of Z^T
+    x_ptrs = x_ptr + rm[:, None] * stride_xm + rk[None, :] * stride_xk       # (BM, BK)
+    acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+    db = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    for m0 in range(0, M, BLOCK_M):
+        if EVEN_M:
+            dyt = tl.load(dyt_ptrs)
+            zt = tl.load(zt_ptrs)
+            x = tl.load(x_ptrs)
+        else:  # ragged M: dY = 0 and X = 0 past the end
+            m_ok = rm < M - m0
+            dyt = tl.load(dyt_ptrs, mask=m_ok[None, :], other=0.0)
+            zt = tl.load(zt_ptrs, mask=m_ok[None, :], other=0.0)
+            x = tl.load(x_ptrs, mask=m_ok[:, None], other=0.0)
+        dzt = _rne(dyt.to(tl.float32) * _gelu_grad(zt.to(tl.float32)), INTERP_BF16).to(x.dtype)
+        acc = _mma(dzt, x, acc, IEEE, INTERP_BF16)
+        if HAS_BIAS:
+            db += tl.sum(dzt.to(tl.float32), axis=1)
+        dyt_ptrs += BLOCK_M * stride_dym
+        zt_ptrs += BLOCK_M * stride_zm
+        x_ptrs += BLOCK_M * stride_xm
+    out_mask = (rows[:, None] < N) & (cols[None, :] < K)
+    dw_ptrs = dw_ptr + rows.to(tl.int64)[:, None] * stride_dwn + cols.to(tl.int64)[None, :] * stride_dwk
+    tl.store(dw_ptrs, _rne(acc, INTERP_BF16).to(dw_ptr.dtype.element_ty), mask=out_mask)
+    if HAS_BIAS:
+        if pid_k == 0:
+            tl.store(db_ptr + rows, _rne(db, INTERP_BF16).to(db_ptr.dtype.element_ty), mask=rows < N)
+
+
+# --------------------------------------------------------------------------------------------
+# Launchers: validate, allocate, build the grid, launch
+# --------------------------------------------------------------------------------------------
+
+def _validate(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> None:
+    name = "linear_gelu"
+    for arg, t in (("x", x), ("weight", weight)):
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{name}: {arg} must be a torch.Tensor, got {type(t).__name__}")
+    if bias is not None and not isinstance(bias, torch.Tensor):
+        raise ValueError(f"{name}: bias must be a torch.Tensor or None, got {type(bias).__name__}")
+    if weight.dim() != 2:
+        raise ValueError(f"{name}: weight must be 2-D (N, K) = (out_features, in_features), "
+                         f"got shape {tuple(weight.shape)}")
+    N, K = weight.shape
+    if x.dim() < 1 or x.shape[-1] != K:
+        raise ValueError(f"{name}: x must have shape (..., K) with K = weight.shape[1] = {K}, "
+                         f"got shape {tuple(x.shape)}")
+    if N == 0 or K == 0:
+        raise ValueError(f"{name}: weight must be non-empty, got shape {tuple(weight.shape)}")
+    if bias is not None and tuple(bias.shape) != (N,):
+        raise ValueError(f"{name}: bias must have shape (N,) = ({N},) to match weight, "
+                         f"got {tuple(bias.shape)}")
+    check_dtype(name, x, weight, bias)
+    check_device(name, x, weight, bias)
+
+
+def _launch_fwd(x2: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                store_y: bool, store_z: bool):
+    """x2 (M, K) -> (y or None, z or None), both (M, N) in x2's dtype."""
+    M, K = x2.shape
+    N = weight.shape[0]
+    c = linear_gelu_config(M, N, K, x2.dtype, x2.device)
+    t = c.fwd
+    y = torch.empty((M, N), device=x2.device, dtype=x2.dtype) if store_y else None
+    z = torch.empty((M, N), device=x2.device, dtype=x2.dtype) if store_z else None
+    if M == 0:
+        return y, z
+    some = y if y is not None else z  # placeholder for the pointer a constexpr flag disables
+    grid = (triton.cdiv(M, t.rows) * triton.cdiv(N, t.cols),)
+    _linear_gelu_fwd[grid](
+        x2, weight, bias if bias is not None else some, some if y is None else y,
+        some if z is None else z,
+        M, N, K,
+        x2.stride(0), x2.stride(1), weight.stride(0), weight.stride(1),
+        bias.stride(0) if bias is not None else 0,
+        N, 1, N, 1,  # y and z are fresh contiguous (M, N)
+        HAS_BIAS=bias is not None, STORE_Y=store_y, STORE_Z=store_z, EVEN_K=K % t.red == 0,
+        IEEE=_ieee_fp32(x2.dtype), INTERP_BF16=_interp_bf16(x2),
+        BLOCK_M=t.rows, BLOCK_N=t.cols, BLOCK_K=t.red, GROUP_M=c.group_m,
+        num_warps=t.num_warps, num_stages=t.num_stages,
+    )
+    return y, z
+
+
+def _launch_bwd(dy2: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor, z2: torch.Tensor,
+                has_bias: bool):
+    """dy2, z2 (M, N), x2 (M, K) -> dx (M, K), dw (N, K), db (N,) or an empty tensor."""
+    M, K = x2.shape
+    N = weight.shape[0]
+    c = linear_gelu_config(M, N, K, x2.dtype, x2.device)
+    dx = torch.empty((M, K), device=x2.device, dtype=x2.dtype)
+    dw = torch.empty((N, K), device=x2.device, dtype=weight.dtype)
+    db = torch.empty((N if has_bias else 0,), device=x2.device, dtype=weight.dtype)
+    if M == 0:
+        dw.zero_()
+        db.zero_()
+        return dx, dw, db
+    ieee, upcast = _ieee_fp32(x2.dtype), _interp_bf16(x2)
+    t = c.dx
+    grid = (triton.cdiv(M, t.rows) * triton.cdiv(K, t.cols),)
+    _linear_gelu_bwd_dx[grid](
+        dy2, z2, weight, dx,
+        M, N, K,
+        dy2.stride(0), dy2.stride(1), z2.stride(0), z2.stride(1), weight.stride(0), weight.stride(1),
+        dx.stride(0), dx.stride(1),
+        EVEN_N=N % t.red == 0, IEEE=ieee, INTERP_BF16=upcast,
+        BLOCK_M=t.rows, BLOCK_K=t.cols, BLOCK_N=t.red, GROUP_M=c.group_m,
+        num_warps=t.num_warps, num_stages=t.num_stages,
+    )
+    t = c.dw
+    grid = (triton.cdiv(N, t.rows) * triton.cdiv(K, t.cols),)
+    _linear_gelu_bwd_dw[grid](
+        dy2, z2, x2, dw, db if has_bias else dw,
+        M, N, K,
+        dy2.stride(0), dy2.stride(1), z2.stride(0), z2.stride(1), x2.stride(0), x2.stride(1),
+        dw.stride(0), dw.stride(1),
+        HAS_BIAS=has_bias, EVEN_M=M % t.red == 0, IEEE=ieee, INTERP_BF16=upcast,
+        BLOCK_N=t.rows, BLOCK_K=t.cols, BLOCK_M=t.red, GROUP_N=c.group_m,
+        num_warps=t.num_warps, num_stages=t.num_stages,
+    )
+    return dx, dw, db
+
+
+# --------------------------------------------------------------------------------------------
+# Custom ops ("sixn" namespace), autograd and FLOP formulas
+# --------------------------------------------------------------------------------------------
+
+@torch.library.custom_op("sixn::linear_gelu_fwd", mutates_args=(),
+                         schema="(Tensor x, Tensor weight, Tensor? bias, bool recompute) -> (Tensor, Tensor)")
+def _linear_gelu_fwd_op(x, weight, bias, recompute):
+    """(y, z): y = gelu(x @ W^T + b) of shape (..., N); z the pre-activation, or an empty tensor
+    when backward is to recompute it."""
+    _validate(x, weight, bias)
+    N, K = weight.shape
+    x2 = x.reshape(-1, K)
+    y, z = _launch_fwd(x2, weight, bias, store_y=True, store_z=not recompute)
+    y = y.view(*x.shape[:-1], N)
+    z = x.new_empty((0,)) if z is None else z.view(*x.shape[:-1], N)
+    return y, z
+
+
+@_linear_gelu_fwd_op.register_fake
+def _(x, weight, bias, recompute):
+    _validate(x, weight, bias)
+    N = weight.shape[0]
+    y = x.new_empty((*x.shape[:-1], N))
+    z = x.new_empty((0,)) if recompute else x.new_empty((*x.shape[:-1], N))
+    return y, z
+
+
+@torch.library.custom_op(
+    "sixn::linear_gelu_bwd", mutates_args=(),
+    schema="(Tensor dy, Tensor x, Tensor weight, Tensor? bias, Tensor z, bool recompute) "
+           "-> (Tensor, Tensor, Tensor)")
+def _linear_gelu_bwd_op(dy, x, weight, bias, z, recompute):
+    """(dx, dW, db) of y = gelu(x @ W^T + b); z is the saved pre-activation, or ignored (and
+    recomputed by re-running the forward GEMM) when recompute is set. db is empty without bias."""
+    _validate(x, weight, bias)
+    N, K = weight.shape
+    x2 = x.reshape(-1, K)
+    dy2 = dy.reshape(-1, N)
+    if recompute:
+        _, z2 = _launch_fwd(x2, weight, bias, store_y=False, store_z=True)
+    else:
+        z2 = z.reshape(-1, N)
+    dx, dw, db = _launch_bwd(dy2, x2, weight, z2, bias is not None)
+    return dx.view(x.shape), dw, db
+
+
+@_linear_gelu_bwd_op.register_fake
+def _(dy, x, weight, bias, z, recompute):
+    N = weight.shape[0]
+    return (torch.empty_like(x, memory_format=torch.contiguous_format), torch.empty_like(weight),
+            weight.new_empty((N if bias is not None else 0,)))
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, bias, recompute = inputs
+    _, z = output
+    ctx.mark_non_differentiable(z)
+    ctx.recompute = recompute
+    ctx.has_bias = bias is not None
+    ctx.save_for_backward(x, weight, bias, z)
+
+
+def _backward(ctx, dy, _dz):
+    x, weight, bias, z = ctx.saved_tensors
+    dx, dw, db = torch.ops.sixn.linear_gelu_bwd(dy, x, weight, bias, z, ctx.recompute)
+    return dx, dw, (db if ctx.has_bias else None), None
+
+
+_linear_gelu_fwd_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _mnk(x: torch.Tensor, weight: torch.Tensor) -> tuple[int, int, int]:
+    N, K = weight.shape
+    return x.numel() // K, N, K
+
+
+@register_flop_formula(torch.ops.sixn.linear_gelu_fwd, get_raw=True)
+def _linear_gelu_fwd_flops(x, weight, bias, recompute, *args, out_val=None, **kwargs) -> int:
+    """The forward GEMM as launched (padded tiles), from model.flops.GemmExec."""
+    M, N, K = _mnk(x, weight)
+    return linear_gelu_exec(M, N, K, x.dtype, x.device, recompute).forward_flops(M, N, K)
+
+
+@register_flop_formula(torch.ops.sixn.linear_gelu_bwd, get_raw=True)
+def _linear_gelu_bwd_flops(dy, x, weight, bias, z, recompute, *args, out_val=None, **kwargs) -> int:
+    """dX and dW GEMMs as launched, plus the forward GEMM again when recomputing."""
+    M, N, K = _mnk(x, weight)
+    return linear_gelu_exec(M, N, K, x.dtype, x.device, recompute).backward_flops(M, N, K)
+
+
+# --------------------------------------------------------------------------------------------
+# Public function and the plain PyTorch reference
+# --------------------------------------------------------------------------------------------
+
+def linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                recompute: Optional[bool] = None) -> torch.Tensor:
+    """gelu(x @ weight^T + bias) (tanh GELU) with the GELU fused into the GEMM, differentiable.
+
+    x (..., K), weight (N, K), bias (N,) or None -> (..., N) in x's dtype. recompute=None uses the
+    module default RECOMPUTE (save the pre-activation for backward)."""
+    _validate(x, weight, bias)
+    rec = RECOMPUTE if recompute is None else bool(recompute)
+    return torch.ops.sixn.linear_gelu_fwd(x, weight, bias, rec)[0]
+
+
+def linear_gelu_reference(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                          upcast: bool = False) -> torch.Tensor:
+    """The same function in plain PyTorch (upcast=True: computed in float64, returned in x's dtype)."""
+    dt = x.dtype
+    if upcast:
+        x, weight = x.double(), weight.double()
+        bias = None if bias is None else bias.double()
+    y = torch.nn.functional.gelu(torch.nn.functional.linear(x, weight, bias), approximate="tanh")
+    return y.to(dt)
+
+
+__all__ = ["RECOMPUTE", "linear_gelu", "linear_gelu_exec", "linear_gelu_config",
+           "linear_gelu_reference", "LinearGeluConfig", "KernelTiles"]

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -41,6 +42,12 @@ import torch
 
 from model.config import GPTConfig
 from model.flops import GROUPS, ExecSpec, executed, model_flops_per_step
+
+# Without a GPU the triton backend runs in the interpreter. TRITON_INTERPRET must be set before
+# triton.language is first imported (torch.utils.flop_counter imports it), or Triton's own jit'd
+# helpers (tl.zeros, tl.cdiv, ...) stay compiled-mode functions that the interpreter cannot call.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 COUNTERS = ("dispatch", "interpreter", "ncu")
 COUNTER_BACKENDS = ("torch", "triton")
@@ -109,7 +116,7 @@ def exec_spec(cfg: GPTConfig, batch: int, seq_len: int, backend: str, dtype: tor
             raise CounterError(f"the triton backend's execution spec (kernels/spec.py) is not "
                                f"available: {e}") from None
         dev = "cuda" if torch.device(device).type == "cuda" else "cpu"
-        return triton_spec(cfg, batch, seq_len, dtype, dev)
+        return triton_spec(cfg.replace(backend="triton"), batch, seq_len, dtype, dev)
     raise ValueError(f"backend {backend!r} not supported by the counters; supported: "
                      f"{', '.join(COUNTER_BACKENDS)}")
 
@@ -353,22 +360,33 @@ def _interpreter_hooks(tally: _DotTally):
 
 
 def _interpreting() -> bool:
+    """TRITON_INTERPRET is on, and triton.language's jit'd helpers were built for the interpreter."""
+    if os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
+        return False
     try:
-        from kernels._util import interpreting
+        import triton.language as tl
+        from triton.runtime.interpreter import InterpretedFunction
+        from triton.runtime.jit import JITFunction
     except ImportError:
-        import os
-        return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-    return interpreting()
+        return True
+    for name in ("zeros", "cdiv", "sigmoid", "softmax"):
+        f = getattr(tl, name, None)
+        if isinstance(f, InterpretedFunction):
+            return True
+        if isinstance(f, JITFunction):
+            return False  # triton.language was imported before TRITON_INTERPRET was set
+    return True
 
 
 def count_interpreter(cfg: GPTConfig, batch: int, seq_len: int, dtype: torch.dtype) -> StepCount:
     from torch.utils.flop_counter import FlopCounterMode
     if cfg.backend == "triton":
         if not _interpreting():
-            raise CounterError("the interpreter counter runs the Triton kernels in the interpreter: "
-                               "set TRITON_INTERPRET=1 before sixn's kernels are imported (it is set "
-                               "automatically when no CUDA device is visible, e.g. "
-                               "CUDA_VISIBLE_DEVICES= TRITON_INTERPRET=1 sixn flops ...)")
+            raise CounterError("the interpreter counter runs the Triton kernels in the interpreter, "
+                               "which needs TRITON_INTERPRET=1 set before triton is first imported "
+                               "(sixn sets it when no CUDA device is visible; here it was not set in "
+                               "time). Start the process with it, e.g. CUDA_VISIBLE_DEVICES= "
+                               "TRITON_INTERPRET=1 sixn flops --measure interpreter ...")
         _ensure_kernels("triton")
     model, step = build_step(cfg, batch, seq_len, "cpu", dtype)
     fc = FlopCounterMode(display=False)

@@ -60,9 +60,6 @@ from ._util import SUPPORTED_DTYPES, check_device, check_dtype, interpreting
 # Save the pre-activation for backward (False) or recompute it there (True); see module docstring.
 RECOMPUTE = False
 
-_SQRT_2_OVER_PI = 0.7978845608028654  # sqrt(2 / pi)
-_GELU_C = 0.044715
-
 
 # --------------------------------------------------------------------------------------------
 # Tile table (deterministic: the executed-FLOP spec depends on it)
@@ -416,7 +413,7 @@ def _launch_bwd(dy2: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor, z2: t
         dw.zero_()
         db.zero_()
         return dx, dw, db
-    ieee, upcast = _ieee_fp32(x2.dtype), _interp_bf16(x2)
+    ieee, interp_bf16 = _ieee_fp32(x2.dtype), _interp_bf16(x2)
     t = c.dx
     grid = (triton.cdiv(M, t.rows) * triton.cdiv(K, t.cols),)
     _linear_gelu_bwd_dx[grid](
@@ -424,7 +421,7 @@ def _launch_bwd(dy2: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor, z2: t
         M, N, K,
         dy2.stride(0), dy2.stride(1), z2.stride(0), z2.stride(1), weight.stride(0), weight.stride(1),
         dx.stride(0), dx.stride(1),
-        EVEN_N=N % t.red == 0, IEEE=ieee, INTERP_BF16=upcast,
+        EVEN_N=N % t.red == 0, IEEE=ieee, INTERP_BF16=interp_bf16,
         BLOCK_M=t.rows, BLOCK_K=t.cols, BLOCK_N=t.red, GROUP_M=c.group_m,
         num_warps=t.num_warps, num_stages=t.num_stages,
     )
@@ -435,7 +432,7 @@ def _launch_bwd(dy2: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor, z2: t
         M, N, K,
         dy2.stride(0), dy2.stride(1), z2.stride(0), z2.stride(1), x2.stride(0), x2.stride(1),
         dw.stride(0), dw.stride(1),
-        HAS_BIAS=has_bias, EVEN_M=M % t.red == 0, IEEE=ieee, INTERP_BF16=upcast,
+        HAS_BIAS=has_bias, EVEN_M=M % t.red == 0, IEEE=ieee, INTERP_BF16=interp_bf16,
         BLOCK_N=t.rows, BLOCK_K=t.cols, BLOCK_M=t.red, GROUP_N=c.group_m,
         num_warps=t.num_warps, num_stages=t.num_stages,
     )

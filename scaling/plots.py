@@ -44,7 +44,7 @@ def panel_conventions(result: Mapping) -> list[tuple[str, str]]:
     if "measured" in convs:
         out.append(("measured", LABELS["measured"]))
     elif "full_model" in convs:
-        out.append(("full_model", LABELS["full_model"] + " (no measured compute: full model)"))
+        out.append(("full_model", LABELS["full_model"] + " (no measured compute)"))
     if not out and convs:
         out.append((convs[0], LABELS.get(convs[0], convs[0])))
     return out
@@ -167,7 +167,7 @@ def plot_learning_curves(curves: Mapping, result: Mapping, path: Path) -> Path |
                                 f"C_c={F.fmt_value(fit.params['C_c_pf_days'])} PF-days")
         _skip_note(ax, result, "L_Cmin", conv)
         xl = "C_min (PF-days, eq. 5.5)" if bfit is not None else "C (PF-days)"
-        _log_axes(ax, f"{xl}, {title}", "validation loss")
+        _log_axes(ax, xl, "validation loss")
         ax.set_title(title, fontsize=10)
         ax.legend(fontsize=7, loc="upper right")
     return _save(fig, path)
@@ -269,7 +269,7 @@ def plot_nopt_vs_C(result: Mapping, path: Path) -> Path | None:
                     label=f"Chinchilla G (C/6)^a, a={F.fmt_value(chin.params['a'])}")
         _skip_note(ax, result, "N_opt", conv)
         xl = "C_min (PF-days, eq. 5.5)" if env.cmin_adjusted else "C (PF-days)"
-        _log_axes(ax, f"{xl}, {title}", "N_opt = C / 6D of the lowest run")
+        _log_axes(ax, xl, "N_opt = C / 6D of the lowest run")
         ax.set_title(title, fontsize=10)
         ax.legend(fontsize=7)
     return _save(fig, path)
@@ -351,13 +351,12 @@ def plot_transfer(curves: Mapping, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def plot_sweep(sweep_dir: str | Path, result: Mapping | None = None, *,
-               n_boot: int = F.DEFAULT_BOOTSTRAP, seed: int = 0) -> list[Path]:
+def plot_sweep(sweep_dir: str | Path, result: Mapping | None = None, **fit_options) -> list[Path]:
     """Every figure the sweep supports, as PNGs next to its tables. `result` is fit_sweep's
-    return value; without one the fits are recomputed (not written)."""
+    return value; without one the fits are recomputed with `fit_options` (not written)."""
     sweep = Path(sweep_dir)
     if result is None:
-        result = F.fit_sweep(sweep, n_boot=n_boot, seed=seed, write=False)
+        result = F.fit_sweep(sweep, **{**fit_options, "write": False})
     cpath, spath = sweep / "curves.csv", sweep / "summary.csv"
     curves = F.read_table(cpath) if cpath.exists() else None
     summary = F.read_table(spath) if spath.exists() else (

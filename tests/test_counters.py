@@ -323,3 +323,14 @@ def test_ncu_record_real_output():
         "device": torch.cuda.get_device_name()}))
     spec = counters.exec_spec(cfg, 2, 64, cfg.backend, torch.bfloat16, "cuda")
     assert abs(sc.total / executed(cfg, 2, 64, spec).matmul_total - 1) <= 0.01
+
+
+@pytest.mark.gpu
+@needs_kernels
+def test_dispatch_triton_on_cuda_equals_executed():
+    cfg = get_preset("tiny").replace(backend="triton")
+    sc = count_step(cfg, 2, 64, counter="dispatch", device="cuda", dtype="bfloat16")
+    spec = counters.exec_spec(cfg, 2, 64, "triton", torch.bfloat16, "cuda")
+    ex = executed(cfg, 2, 64, spec)
+    assert sc.total == ex.matmul_total
+    assert {g: sc.by_group[g] for g in GROUPS if g != "other"} == _matmul_groups(ex)

@@ -84,3 +84,27 @@ def test_validate_bad_input(capsys):
     with pytest.raises(ValueError, match="unknown counter"):
         run_validate(GRID, counter="abacus", progress=None)
     assert main(["validate", "--batch", "0"]) == 2
+
+
+def _kernels_ready() -> bool:
+    try:
+        from kernels.spec import exec_spec  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _kernels_ready(), reason="sixn's triton kernels not present")
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="interpreter runs on the CPU")
+def test_validate_interpreter_triton(tmp_path):
+    """The interpreter counter over a one-shape grid: the triton kernels' executed count is exact
+    and their attention overheads (block granularity, recompute) are reported apart."""
+    res = run_validate([(1, 16, 48, 64)], "interpreter", out_dir=tmp_path, plots=False,
+                       progress=None)
+    (r,) = res["rows"]
+    assert res["backend"] == "triton" and res["measured_equals_analytic"]
+    assert r["measured"] == r["analytic_executed"]
+    assert r["triton_causal_block_overhead"] > 0 and r["triton_backward_recompute_overhead"] > 0
+    # the kernels' count (tiles, padding, recompute) is not the dense torch reference's
+    assert r["measured"] != executed(shape_config((1, 16, 48, 64)), 1, 48).matmul_total
+    assert r["spec"] == "triton" and r["counter"] == "interpreter"

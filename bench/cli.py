@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # name -> (module, one-line help)
@@ -35,8 +36,17 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _interpret_without_gpu() -> None:
+    """Without a CUDA device, Triton kernels can only run in the interpreter, which must be chosen
+    before triton is first imported (any command may import it)."""
+    import torch
+    if not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _interpret_without_gpu()
     top = _parser()
     if not argv or argv[0] in ("-h", "--help"):
         top.print_help()

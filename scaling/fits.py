@@ -798,6 +798,15 @@ def _final_loss(summary: Mapping[str, np.ndarray]) -> np.ndarray:
     return np.where(np.isfinite(best) & (best > 0), best, final).astype(float)
 
 
+def dataset_size(summary: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Kaplan's D of each run: its dataset size (data_tokens) when the data was limited (and
+    possibly repeated, with early stopping), else the tokens it saw (D)."""
+    n = _nrows(summary)
+    seen = _col(summary, "D", n).astype(float)
+    limited = _col(summary, "data_tokens", n).astype(float)
+    return np.where(np.isfinite(limited) & (limited > 0), limited, seen)
+
+
 def _select(t: Mapping[str, np.ndarray], kinds: Sequence[str] | None) -> np.ndarray:
     n = _nrows(t)
     m = np.ones(n, bool)
@@ -822,7 +831,14 @@ def fit_sweep(sweep_dir: str | Path, *, n_boot: int = DEFAULT_BOOTSTRAP, seed: i
     Reads <sweep>/curves.csv and <sweep>/summary.csv (summary is derived from curves when absent),
     writes <sweep>/fits.json and <sweep>/fits.csv (write=True) and returns the same dict with Fit
     and Envelope objects (their bootstrap draws kept for plots). Fits the data cannot support are
-    listed under "skipped" with the reason."""
+    listed under "skipped" with the reason.
+
+    Data used: L(N) the ladder's best validation losses; L(D) the data-limited runs (kind "data")
+    of their largest model; L(N, D) and Chinchilla every ladder and data run, with D the dataset
+    size (dataset_size) and the best (early-stopped) loss; B_crit every evaluation with a b_simple
+    (tokens); L(N, S) the ladder's evaluations past 20 % of each run; the C_min envelope, L(C_min)
+    and N_opt(C) the ladder's learning curves. One-layer runs are left out of every fit (Kaplan).
+    N is N_eff = C / (6 D_seen) of the convention, Kaplan's non-embedding N under kaplan_6N."""
     sweep = Path(sweep_dir)
     cpath, spath = sweep / "curves.csv", sweep / "summary.csv"
     if not cpath.exists() and not spath.exists():
@@ -848,7 +864,8 @@ def fit_sweep(sweep_dir: str | Path, *, n_boot: int = DEFAULT_BOOTSTRAP, seed: i
     ns = _nrows(summary)
     kind_s = np.asarray(summary["kind"]).astype(str) if "kind" in summary else np.full(ns, "ladder")
     loss_s = _final_loss(summary)
-    D_s = _col(summary, "D", ns)
+    D_s = _col(summary, "D", ns)          # tokens seen: N_eff = C / 6 D
+    Dd_s = dataset_size(summary)          # dataset size: Kaplan's D in L(D) and L(N, D)
     N_s = _col(summary, "N", ns)
 
     # --- B_crit(L) from gradient noise scale estimates
@@ -865,11 +882,11 @@ def fit_sweep(sweep_dir: str | Path, *, n_boot: int = DEFAULT_BOOTSTRAP, seed: i
 
     # --- L(D) from the data-limited runs of the largest model among them
     def ld():
-        m = (kind_s == "data") & _finite_pos(D_s, loss_s, N_s)
+        m = (kind_s == "data") & _finite_pos(Dd_s, loss_s, N_s)
         if not m.any():
             raise _Skip("no data-limited runs (kind 'data') in summary.csv")
         m &= N_s == N_s[m].max()
-        return fit_L_D(D_s[m], loss_s[m], n_boot=n_boot, seed=seed)
+        return fit_L_D(Dd_s[m], loss_s[m], n_boot=n_boot, seed=seed)
     attempt(ind, "L_D", None, ld)
 
     # --- L(N, S) from the ladder's learning curves past the first 20 % of steps
@@ -894,14 +911,14 @@ def fit_sweep(sweep_dir: str | Path, *, n_boot: int = DEFAULT_BOOTSTRAP, seed: i
         with np.errstate(all="ignore"):
             Neff = params_from_compute(Cs, D_s)
         ladder = _select(summary, ("ladder",)) & _finite_pos(Neff, loss_s)
-        both = _select(summary, ("ladder", "data")) & _finite_pos(Neff, D_s, loss_s)
+        both = _select(summary, ("ladder", "data")) & _finite_pos(Neff, Dd_s, loss_s)
 
         attempt(slot, "L_N", conv, lambda: fit_L_N(Neff[ladder], loss_s[ladder], n_boot=n_boot,
                                                     seed=seed, convention=conv))
-        attempt(slot, "L_ND", conv, lambda: fit_L_ND(Neff[both], D_s[both], loss_s[both],
+        attempt(slot, "L_ND", conv, lambda: fit_L_ND(Neff[both], Dd_s[both], loss_s[both],
                                                      n_boot=n_boot, seed=seed, convention=conv))
         attempt(slot, "chinchilla", conv, lambda: fit_chinchilla(
-            Neff[both], D_s[both], loss_s[both], n_boot=n_boot, seed=seed, convention=conv,
+            Neff[both], Dd_s[both], loss_s[both], n_boot=n_boot, seed=seed, convention=conv,
             n_polish=chinchilla_polish))
 
         def env():
@@ -936,7 +953,31 @@ def fit_sweep(sweep_dir: str | Path, *, n_boot: int = DEFAULT_BOOTSTRAP, seed: i
     out["comparison"] = comparison_table(out)
     if write:
         write_fits(out, sweep)
+    _LAST_FIT.clear()
+    _LAST_FIT[_fit_key(sweep, n_boot, seed, chinchilla_polish)] = out
     return out
+
+
+_LAST_FIT: dict = {}
+
+
+def _fit_key(sweep: Path, n_boot: int, seed: int, polish: int | None) -> tuple:
+    stamps = tuple((p.stat().st_mtime_ns, p.stat().st_size) if p.exists() else None
+                   for p in (sweep / "curves.csv", sweep / "summary.csv"))
+    return (str(sweep.resolve()), stamps, n_boot, seed, polish)
+
+
+def last_fit(sweep_dir: str | Path, *, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0,
+             chinchilla_polish: int | None = 64) -> dict:
+    """fit_sweep's result for these tables and options: the one this process computed last when
+    the tables have not changed since (plots after fits need not refit), else a fresh, unwritten fit."""
+    sweep = Path(sweep_dir)
+    if sweep.exists():
+        hit = _LAST_FIT.get(_fit_key(sweep, n_boot, seed, chinchilla_polish))
+        if hit is not None:
+            return hit
+    return fit_sweep(sweep, n_boot=n_boot, seed=seed, chinchilla_polish=chinchilla_polish,
+                     write=False)
 
 
 def comparison_table(result: Mapping) -> list[dict]:
@@ -947,6 +988,9 @@ def comparison_table(result: Mapping) -> list[dict]:
         for fit, ps in fits.items():
             for k, v in ps.items():
                 published.setdefault((fit, k), (v, src))
+    def clean(v):
+        return None if v is None or not np.isfinite(v) else float(v)
+
     slots = [(None, result.get("independent", {}))] + list(result.get("by_convention", {}).items())
     for conv, slot in slots:
         for name, f in slot.items():
@@ -955,8 +999,8 @@ def comparison_table(result: Mapping) -> list[dict]:
                     pv, src = published.get((name, k), (None, ""))
                     lo, hi = f.intervals.get(k, (math.nan, math.nan))
                     rows.append({"fit": name, "law": f.form, "convention": conv or "independent",
-                                 "param": k, "value": v, "lo": lo, "hi": hi, "n": f.n,
-                                 "r2_log": f.r2_log, "published": pv, "source": src,
+                                 "param": k, "value": clean(v), "lo": clean(lo), "hi": clean(hi),
+                                 "n": f.n, "r2_log": clean(f.r2_log), "published": pv, "source": src,
                                  "status": "ok", "reason": ""})
             elif isinstance(f, dict) and f.get("skipped"):
                 rows.append({"fit": name, "law": LAWS[name].form if name in LAWS else "",
@@ -1021,17 +1065,19 @@ def synthetic_sweep(sweep_dir: str | Path, *, seed: int = 0, noise: float = 0.00
         per_tok = {c: acc.training_per_token[c] for c in ("kaplan_6N", "kaplan_6N_context",
                                                           "full_model")}
         per_tok["measured"] = acc.training_per_token["full_model"] * 1.04 if measured else math.nan
-        steps_total = max(2, int(round(D_total / bt)))
+        data_tokens = D_total if kind == "data" else None
+        seen = 2 * D_total if kind == "data" else D_total  # data runs repeat their data once
+        steps_total = max(2, int(round(seen / bt)))
         steps = np.unique(np.geomspace(1, steps_total, n_eval).round().astype(int))
         best, last = math.inf, None
         for s in steps:
             tokens = float(s * bt)
-            clean = float(_chinchilla(law, acc.N, tokens))
+            clean = float(_chinchilla(law, acc.N, min(tokens, data_tokens or tokens)))
             val = clean * math.exp(rng.normal(0, noise))
             row = {"run": name, "kind": kind, "n_layer": n_layer, "d_model": d_model,
                    "n_head": cfg.n_head, "d_ff": cfg.d_ff, "n_ctx": n_ctx, "n_vocab": n_vocab,
                    "N": acc.N, "N_total": acc.params.total, "batch_size": batch_size,
-                   "batch_tokens": bt, "step": int(s), "tokens": tokens, "lr": 1e-3,
+                   "batch_tokens": bt, "data_tokens": data_tokens or "", "step": int(s), "tokens": tokens, "lr": 1e-3,
                    "train_loss": clean * math.exp(rng.normal(0, noise)), "val_loss": val,
                    "transfer_loss": (val + 0.4) * math.exp(rng.normal(0, noise)),
                    "b_simple": SYNTHETIC_B_CRIT["B_star"] / val ** (1 / SYNTHETIC_B_CRIT["alpha_B"])
@@ -1046,6 +1092,7 @@ def synthetic_sweep(sweep_dir: str | Path, *, seed: int = 0, noise: float = 0.00
             last = row
         summary.append({"run": name, "kind": kind, "N": acc.N, "N_total": acc.params.total,
                         "n_layer": n_layer, "d_model": d_model, "D": last["tokens"],
+                        "data_tokens": data_tokens or "",
                         "steps": last["step"], "val_loss": last["val_loss"], "best_val_loss": best,
                         "transfer_loss": last["transfer_loss"],
                         **{f"C_{c}": last[f"C_{c}"] for c in per_tok},

@@ -208,8 +208,9 @@ def plot_loss_vs_D(summary: Mapping, result: Mapping, path: Path) -> Path | None
     n = F._nrows(summary)
     kind = _kind(summary)
     loss = F._final_loss(summary)
-    D = F._col(summary, "D", n)
-    m0 = (kind == "data") & F._finite_pos(D, loss)
+    D = F._col(summary, "D", n)            # tokens seen, for N = C / 6D
+    Dd = F.dataset_size(summary)           # dataset size, the x axis
+    m0 = (kind == "data") & F._finite_pos(D, Dd, loss)
     if not panels or not m0.any():
         return None
     fig, axes = _figure(len(panels), "Loss against dataset size (data-limited runs)")
@@ -223,18 +224,18 @@ def plot_loss_vs_D(summary: Mapping, result: Mapping, path: Path) -> Path | None
         groups = np.unique(key[m])
         sizes = np.array([np.median(Neff[m & (key == g)]) for g in groups])
         cols = _colors(sizes) if sizes.size else []
-        xs = np.geomspace(D[m].min() / 2, D[m].max() * 2, 100) if m.any() else None
+        xs = np.geomspace(Dd[m].min() / 2, Dd[m].max() * 2, 100) if m.any() else None
         fit = _fit(result, "L_ND", conv)
         for g, s, c in zip(groups, sizes, cols):
             k = m & (key == g)
-            ax.plot(D[k], loss[k], "o", color=c, label=f"runs at N = {F.fmt_value(s)}")
+            ax.plot(Dd[k], loss[k], "o", color=c, label=f"runs at N = {F.fmt_value(s)}")
             if fit is not None:
                 _draw_law(ax, fit, xs, xs, {"N": np.full_like(xs, s), "D": xs}, c,
                           label=fit.legend() if s == sizes[-1] else "_")
         if ld is not None and xs is not None:
             ax.plot(xs, ld.predict(D=xs), ":", color="k", label=ld.legend())
         _skip_note(ax, result, "L_ND", conv)
-        _log_axes(ax, "D (tokens)", "loss")
+        _log_axes(ax, "D, dataset size (tokens)", "best validation loss")
         ax.set_title(title, fontsize=10)
         ax.legend(fontsize=7)
     return _save(fig, path)
@@ -353,10 +354,11 @@ def plot_transfer(curves: Mapping, path: Path) -> Path | None:
 
 def plot_sweep(sweep_dir: str | Path, result: Mapping | None = None, **fit_options) -> list[Path]:
     """Every figure the sweep supports, as PNGs next to its tables. `result` is fit_sweep's
-    return value; without one the fits are recomputed with `fit_options` (not written)."""
+    return value; without one, the fit this process last made of the same tables with the same
+    `fit_options` is reused, or the fits are recomputed (not written)."""
     sweep = Path(sweep_dir)
     if result is None:
-        result = F.fit_sweep(sweep, **{**fit_options, "write": False})
+        result = F.last_fit(sweep, **fit_options)
     cpath, spath = sweep / "curves.csv", sweep / "summary.csv"
     curves = F.read_table(cpath) if cpath.exists() else None
     summary = F.read_table(spath) if spath.exists() else (

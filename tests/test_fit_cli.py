@@ -125,3 +125,18 @@ def test_missing_file_and_bad_options(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["fit", table, "--conv", "7N"])
     assert e.value.code == 2
+
+
+def test_empirical_n_opt_isoflop_groups_and_frontier():
+    from scaling.fit_cmd import empirical_n_opt
+    # three budgets (within 2 % count as one), three sizes each: the lowest loss of each budget
+    C = np.array([1e18, 1.01e18, 1e18, 1e19, 1e19, 1e19, 1e20, 1e20, 0.995e20])
+    N = np.array([1e7, 2e7, 4e7, 2e7, 4e7, 8e7, 4e7, 8e7, 16e7])
+    L = np.array([3.0, 2.9, 3.1, 2.8, 2.7, 2.75, 2.6, 2.5, 2.55])
+    method, c, n = empirical_n_opt(C, N, L)
+    assert method == "isoflop" and list(n) == [2e7, 4e7, 8e7]
+    assert c[0] == pytest.approx((1e18 * 1e18 * 1.01e18) ** (1 / 3))
+    # no budget groups: the points that no cheaper point beats
+    method, c, n = empirical_n_opt(np.array([1.0, 2, 4, 8, 16]), np.array([1.0, 2, 3, 4, 5]),
+                                   np.array([5.0, 4, 4.5, 3, 2]))
+    assert method == "frontier" and list(c) == [1, 2, 8, 16] and list(n) == [1, 2, 4, 5]

@@ -213,7 +213,13 @@ def test_fit_sweep_all_conventions_side_by_side(tmp_path):
     a6 = res["by_convention"]["kaplan_6N"]["chinchilla"].params["alpha"]
     af = res["by_convention"]["full_model"]["chinchilla"].params["alpha"]
     assert abs(a6 - F.SYNTHETIC_LAW["alpha"]) < 0.04 and abs(af - a6) > 0.01
-    j = json.loads((sweep / "fits.json").read_text())
+    # Kaplan's D of a data-limited run is its dataset size, not the tokens it saw (2 epochs here)
+    d = (s["kind"] == "data") & (s["N"] == s["N"][s["kind"] == "data"].max())
+    assert s["D"][d] == pytest.approx(2 * s["data_tokens"][d], rel=0.01)
+    ld = F.fit_L_D(s["data_tokens"][d], s["best_val_loss"][d], n_boot=0)
+    assert res["independent"]["L_D"].params == pytest.approx(ld.params, rel=1e-12)
+    j = json.loads((sweep / "fits.json").read_text(),
+                   parse_constant=lambda c: pytest.fail(f"fits.json holds {c}: not valid JSON"))
     assert j["published"]["kaplan"]["L_ND"]["alpha_D"] == 0.103 and "provenance" in j
     assert j["by_convention"]["measured"]["chinchilla"]["params"]["alpha"] > 0
     rows = F.read_table(sweep / "fits.csv")

@@ -20,6 +20,7 @@ def _check_pngs(paths, names, folder):
 def test_plot_sweep_writes_every_figure(tmp_path):
     sweep = F.synthetic_sweep(tmp_path / "sweep", seed=1, n_eval=16)
     res = F.fit_sweep(sweep, n_boot=10, chinchilla_polish=2, write=False)
+    assert F.last_fit(sweep, n_boot=10, chinchilla_polish=2) is res  # plots after fits: no refit
     assert P.panel_conventions(res) == [("kaplan_6N", "6N compute (Kaplan)"),
                                         ("measured", "measured compute")]
     paths = P.plot_sweep(sweep, res)

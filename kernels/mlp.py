@@ -538,7 +538,15 @@ def linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
     """gelu(x @ weight^T + bias) (tanh GELU) with the GELU fused into the GEMM, differentiable.
 
     x (..., K), weight (N, K), bias (N,) or None -> (..., N) in x's dtype. recompute=None uses the
-    module default RECOMPUTE (save the pre-activation for backward)."""
+    module default RECOMPUTE (save the pre-activation for backward).
+
+    Under torch.autocast the inputs are cast to the autocast dtype first, as F.linear's are (a
+    custom op is not autocast by itself: in a bf16-autocast model x arrives in fp32 from LayerNorm)."""
+    dev = x.device.type
+    if torch.is_autocast_enabled(dev):
+        dt = torch.get_autocast_dtype(dev)
+        x, weight = x.to(dt), weight.to(dt)
+        bias = None if bias is None else bias.to(dt)
     _validate(x, weight, bias)
     rec = RECOMPUTE if recompute is None else bool(recompute)
     return torch.ops.sixn.linear_gelu_fwd(x, weight, bias, rec)[0]

@@ -418,11 +418,21 @@ def _nvtx_module_ranges(model) -> list:
     nvtx = torch.cuda.nvtx
     handles = []
 
+    # Each hook must return None: a value returned by a hook replaces the module's input, output
+    # or gradients (range_push / range_pop return the stack depth).
+    def push(name):
+        def hook(*_):
+            nvtx.range_push(name)
+        return hook
+
+    def pop(*_):
+        nvtx.range_pop()
+
     def add(module, name):
-        handles.append(module.register_forward_pre_hook(lambda m, a: nvtx.range_push(name)))
-        handles.append(module.register_forward_hook(lambda m, a, o: nvtx.range_pop()))
-        handles.append(module.register_full_backward_pre_hook(lambda m, g: nvtx.range_push(name)))
-        handles.append(module.register_full_backward_hook(lambda m, gi, go: nvtx.range_pop()))
+        handles.append(module.register_forward_pre_hook(push(name)))
+        handles.append(module.register_forward_hook(pop))
+        handles.append(module.register_full_backward_pre_hook(push(name)))
+        handles.append(module.register_full_backward_hook(pop))
 
     for block in model.blocks:
         add(block.attn, "sixn_attention")

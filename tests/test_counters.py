@@ -268,6 +268,40 @@ def test_ncu_command_lines():
     assert ncu.group_of_kernel("", 0) == "other"
 
 
+def test_ncu_nvtx_ranges_attribute_every_matmul(monkeypatch):
+    """The child's NVTX module ranges, replayed on the CPU: record the range stack at every matmul
+    of a training step (forward and backward) and attribute it with group_of_kernel as the ncu
+    parser does; every group must get exactly the executed count, and the stack must balance."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import flop_registry
+    stack = []
+    monkeypatch.setattr(torch.cuda.nvtx, "range_push", lambda name: stack.append(name))
+    monkeypatch.setattr(torch.cuda.nvtx, "range_pop", lambda: stack.pop())
+    cfg = get_preset("tiny").replace(n_vocab=80, tie_head=False)
+    model, step = counters.build_step(cfg, 2, 24, "cpu", torch.float32)
+    handles = ncu._nvtx_module_ranges(model)
+    seen = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            formula = flop_registry.get(func._overloadpacket)
+            if formula is not None:
+                nvtx = " ".join(f'"<default domain>:{n}:none"' for n in ["train_step", *stack])
+                seen.append((nvtx, formula(*args, **kwargs, out_val=out)))
+            return out
+
+    with Record():
+        step()
+    assert stack == [] and len(handles) == 16 * cfg.n_layer  # 4 modules x 4 hooks per block
+    by_group = {g: 0 for g in GROUPS}
+    for nvtx, flops in seen:
+        by_group[ncu.group_of_kernel(nvtx, flops)] += flops
+    assert {g: by_group[g] for g in GROUPS if g != "other"} == _matmul_groups(executed(cfg, 2, 24))
+    assert by_group["other"] == 0
+
+
 def test_ncu_missing_metric_column():
     row = ncu.KernelRow("0", "k", "", {ncu.TENSOR_FAMILIES["bf16/wgmma"]: 1.0})
     with pytest.raises(CounterError, match="no column for .*hmma_src_bf16"):

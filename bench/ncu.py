@@ -400,6 +400,15 @@ def count_step_ncu(cfg, batch: int, seq_len: int, device: str, dtype: torch.dtyp
     bad = {k: v for k, v in s["family_check"].items() if not v["ok"]}
     if bad:
         raise _counter_error()(f"tensor-core families do not add up to their parent metric: {bad}")
+    empty = [g for g in ("qkv", "attention", "project", "feedforward", "de-embed")
+             if s["by_group"][g] == 0]
+    if empty:
+        raise _counter_error()(
+            f"ncu measured no tensor-core FLOPs for {', '.join(empty)}: the kernels of these NVTX "
+            f"ranges (sixn_*, nested in {STEP_RANGE!r}) were not profiled or not attributed. Check "
+            f"that this ncu version's --nvtx-include '{STEP_RANGE}/' includes nested push/pop "
+            f"ranges, and that the NVTX column of the raw CSV names the ranges; "
+            f"{s['kernels']} kernels were profiled")
     extra = {"cuda_core_flops": s["cuda_core_total"], "cuda_core_by_group": s["cuda_core_by_group"],
              "mufu_inst": s["mufu_inst"], "tensor_by_family": s["tensor_by_family"],
              "kernels": s["kernels"],

@@ -385,8 +385,8 @@ def _section_scaling(folder: Path, fig: Figures) -> list[str]:
         F = "scaling/fits.json"
         convs = fits.get("conventions", [])
         rows = []
-        for conv in convs:
-            rows.append([conv, _fit_text(fig, F, conv, "L_N", "alpha_N"),
+        for j, conv in enumerate(convs):
+            rows.append([fig(F, "conventions", j, fmt="str"), _fit_text(fig, F, conv, "L_N", "alpha_N"),
                          fig(F, "by_convention", conv, "L_N", "r2_log", fmt=".4f"),
                          _fit_text(fig, F, conv, "L_Cmin", "alpha_C"),
                          _fit_text(fig, F, conv, "N_opt", "a")])

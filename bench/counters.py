@@ -29,7 +29,6 @@ back to an analytic number.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import threading
@@ -507,7 +506,3 @@ def save_raw(sc: StepCount, stem: str | Path, prov: dict | None = None) -> Path:
     write_json(path, {"counter": sc.counter, "backend": sc.backend, "batch": sc.batch,
                       "seq_len": sc.seq_len, "device": sc.device, "dtype": sc.dtype, "raw": raw}, prov)
     return path
-
-
-def dumps(sc: StepCount) -> str:
-    return json.dumps(sc.to_dict(), indent=2)

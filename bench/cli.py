@@ -21,8 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class CLIError(Exception):
-    """A user error: printed as `sixn: error: ...` with exit status 2."""
+from bench.errors import CLIError  # noqa: E402  (re-exported: commands raise bench.cli.CLIError)
 
 
 def _parser() -> argparse.ArgumentParser:

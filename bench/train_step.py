@@ -365,32 +365,29 @@ def run_bench(presets: Iterable[str], providers: Iterable[str], device: str | to
             while True:
                 say(f"{k}/{total} {cfg.name} {provider}: batch {b} x {T} tokens, {warmup} warm-up "
                     f"+ {steps} timed steps ...")
+                result, failure = None, None
                 try:
-                    t, mem, prof, n_params = _measure_one(cfg, provider, dev, b, T, steps, warmup,
-                                                          profile)
+                    result = _measure_one(cfg, provider, dev, b, T, steps, warmup, profile)
                 except torch.OutOfMemoryError:
-                    _free(dev)
-                    if b == 1:
-                        rows.append(error_row(cfg.name, provider, name, b, T, "out of memory at batch 1"))
-                        say(f"{k}/{total} {cfg.name} {provider}: out of memory at batch 1, skipped")
-                        break
+                    failure = "oom"
+                except Exception as e:  # a provider that fails (e.g. compile) must not end the run
+                    failure = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+                _free(dev)  # outside the handler, so the failed step's tensors can go
+                if failure == "oom" and b > 1:
                     say(f"{k}/{total} {cfg.name} {provider}: out of memory at batch {b}, trying {b // 2}")
                     b //= 2
                     continue
-                except (KeyboardInterrupt, ValueError):
-                    raise
-                except Exception as e:  # a provider that fails (e.g. compile) must not end the run
-                    _free(dev)
-                    msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
-                    rows.append(error_row(cfg.name, provider, name, b, T, msg))
-                    say(f"{k}/{total} {cfg.name} {provider}: FAILED ({msg})")
+                if failure is not None:
+                    failure = "out of memory at batch 1" if failure == "oom" else failure
+                    rows.append(error_row(cfg.name, provider, name, b, T, failure))
+                    say(f"{k}/{total} {cfg.name} {provider}: FAILED ({failure})")
                     break
-                fpt = flops_per_token(provider, cfg, b, T, dev)
-                acc = accounting(cfg, T)
+                t, mem, prof, n_params = result
                 row = make_row(preset=cfg.name, provider=provider, device_name=name, device=dev,
-                               batch=b, seq_len=T, n_params=n_params, N=acc.N, steps=steps,
-                               warmup=warmup, step_ms=t.median_ms, step_ms_p20=t.p20_ms,
-                               step_ms_p80=t.p80_ms, fpt=fpt, peak_flops=peak_flops,
+                               batch=b, seq_len=T, n_params=n_params, N=accounting(cfg, T).N,
+                               steps=steps, warmup=warmup, step_ms=t.median_ms,
+                               step_ms_p20=t.p20_ms, step_ms_p80=t.p80_ms,
+                               fpt=flops_per_token(provider, cfg, b, T, dev), peak_flops=peak_flops,
                                peak_source=peak_source, measured_roof=measured_roof,
                                peak_mem_gb=mem)
                 if prof is not None:
@@ -399,7 +396,6 @@ def run_bench(presets: Iterable[str], providers: Iterable[str], device: str | to
                 mfu = "" if row["mfu"] is None else f", MFU {100 * row['mfu']:.1f}%"
                 say(f"{k}/{total} {cfg.name} {provider}: {row['tokens_per_s']:,.0f} tok/s, "
                     f"{row['tflops']:.3g} TFLOP/s{mfu}")
-                _free(dev)
                 break
     return rows
 

@@ -278,3 +278,25 @@ def test_kernel_measurements_on_cpu(tmp_path, monkeypatch):
 def test_providers_table():
     assert PROVIDERS["torch-sdpa-compile"] == ("sdpa", True)
     assert PROVIDERS["triton"] == ("triton", False)
+
+
+def test_run_bench_halves_batch_on_oom_and_reports_failures(monkeypatch):
+    from bench import train_step as ts
+    from bench.timing import Timing
+    calls = []
+
+    def fake(cfg, provider, dev, b, T, steps, warmup, profile):
+        calls.append((provider, b))
+        if provider == "torch-sdpa-eager":
+            raise RuntimeError("boom\nsecond line")
+        if b > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return Timing(10.0, 9.0, 11.0, steps), None, None, 123
+
+    monkeypatch.setattr(ts, "_measure_one", fake)
+    rows = ts.run_bench(["tiny"], ["torch", "torch-sdpa-eager"], "cpu", batch=4, progress=None)
+    assert calls == [("torch", 4), ("torch", 2), ("torch", 1), ("torch-sdpa-eager", 4)]
+    assert rows[0]["batch"] == 1 and rows[0]["error"] is None
+    assert rows[0]["tokens_per_s"] == pytest.approx(64 / 0.010)
+    assert rows[1]["error"] == "RuntimeError: boom" and rows[1]["tokens_per_s"] is None
+    assert list(rows[1]) == list(ROW_KEYS)

@@ -14,7 +14,6 @@ and an output path, returning the path:
 from __future__ import annotations
 
 import csv
-import math
 from pathlib import Path
 
 import matplotlib
@@ -199,8 +198,3 @@ def plot_mlp(rows: list[dict], path: str | Path) -> Path:
         ax.legend(fontsize=8)
     fig.suptitle(_title(rs, "MLP up-projection (M x N x K)"), fontsize=9)
     return _save(fig, path)
-
-
-def finite(x) -> bool:
-    v = _num(x)
-    return isinstance(v, (int, float)) and math.isfinite(v)

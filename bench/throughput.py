@@ -198,12 +198,14 @@ def run(args: argparse.Namespace) -> int:
         if prof is not None:
             profiles[f"{r['preset']} {r['provider']}"] = {"ms": prof, "step_ms": r["step_ms"]}
     rows += step_rows
+    ddp_error = None
     if args.ddp:
         _say(f"DDP: launching {args.ddp} processes with torchrun ...")
         try:
             rows += _run_ddp(args, dev, presets, providers, peak, peak_flops, roof_flops)
-        except (RuntimeError, ValueError) as e:
-            raise CLIError(f"--ddp {args.ddp}: {e}") from None
+        except (RuntimeError, ValueError) as e:  # keep the single-device results
+            ddp_error = f"--ddp {args.ddp} failed: {e}"
+            notes.append(ddp_error.splitlines()[0])
 
     targets = check_targets(step_rows, roof_flops / 1e12) if gpu else []
     # profiles in the table: all with --profile; else those of the target preset when a step
@@ -231,6 +233,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_table(summary))
         print(f"\nrows appended to {out_dir / 'bench.csv'}; summary {out_dir / 'bench.json'}")
+    if ddp_error:
+        print(f"sixn bench: error: {ddp_error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -672,9 +672,18 @@ class Envelope:
     N_eff_range: tuple[float, float] = (0.0, math.inf)  # smallest and largest N_eff of the runs
 
     @property
+    def dominated(self) -> np.ndarray:
+        """Points a cheaper point of the envelope beats: just past the end of a run that was lowest,
+        the next run is still worse than where the ended one stopped. Such a point is not on the
+        compute-efficient frontier (spending less did better), and the optimal N there is unknown."""
+        run_min = np.fmin.accumulate(np.where(np.isfinite(self.loss), self.loss, np.inf))
+        return np.isfinite(self.loss) & (self.loss > run_min)
+
+    @property
     def usable(self) -> np.ndarray:
-        """Grid points at least two runs span, so that the minimum is a choice between sizes."""
-        return np.isfinite(self.loss) & (self.coverage >= 2)
+        """Grid points at least two runs span (so the minimum is a choice between sizes) and that
+        no cheaper point beats."""
+        return np.isfinite(self.loss) & (self.coverage >= 2) & ~self.dominated
 
     @property
     def interior(self) -> np.ndarray:
@@ -702,7 +711,8 @@ def cmin_envelope(curves: Mapping[str, np.ndarray], convention: str, B_crit: Fit
                   loss: str = "val_loss") -> Envelope:
     """Kaplan's C_min envelope: each run's loss against compute (log-log interpolated between
     evaluations), the lowest loss over runs at each compute of a log grid, one-layer models
-    excluded. With a B_crit fit each point's compute is first re-expressed as C_min = C / (1 +
+    excluded. Fits use Envelope.usable: points spanned by two or more runs and not beaten by a
+    cheaper point (runs that stop early leave teeth in the raw minimum). With a B_crit fit each point's compute is first re-expressed as C_min = C / (1 +
     B / B_crit(L)) (eq. 5.5, B = batch_tokens)."""
     if convention not in CONVENTION_COLUMNS:
         raise ValueError(f"unknown convention {convention!r}; known: {', '.join(CONVENTION_COLUMNS)}")

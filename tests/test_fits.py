@@ -239,3 +239,23 @@ def test_fit_sweep_reports_what_it_skips(tmp_path):
     assert not (sweep / "fits.json").exists()
     with pytest.raises(ValueError, match="neither curves.csv nor summary.csv"):
         F.fit_sweep(tmp_path / "empty")
+
+
+def test_envelope_leaves_out_points_a_cheaper_point_beats():
+    # run a stops at C = 10 with loss 3; b only gets below 3 at C = 2 * 50^(ln 0.6 / ln 0.5) ~ 35.9
+    runs = {"a": ([1.0, 10.0], [4.0, 3.0]), "b": ([2.0, 100.0], [5.0, 2.5]),
+            "c": ([3.0, 1000.0], [6.0, 2.8])}
+    t = {"run": [], "val_loss": [], "C_kaplan_6N": [], "tokens": [], "n_layer": [], "N": []}
+    for i, (r, (C, L)) in enumerate(runs.items()):
+        for c, l in zip(C, L):
+            t["run"].append(r), t["val_loss"].append(l), t["C_kaplan_6N"].append(c)
+            t["tokens"].append(c / (6 * 10.0 ** i)), t["n_layer"].append(2), t["N"].append(10.0 ** i)
+    t = {k: np.array(v, dtype=object if k == "run" else float) for k, v in t.items()}
+    env = F.cmin_envelope(t, "kaplan_6N", n_grid=200)
+    cross = 2 * 50 ** (math.log(0.6) / math.log(0.5))
+    teeth = (env.C > 10.0 * 1.001) & (env.C < cross * 0.999)
+    assert teeth.sum() > 5 and np.all(env.dominated[teeth]) and not env.usable[teeth].any()
+    assert np.all(env.coverage[teeth] >= 2)
+    u = env.usable
+    assert np.all(np.diff(env.loss[u]) <= 1e-12)
+    assert set(env.run[u]) == {"a", "b"}

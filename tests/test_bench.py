@@ -43,7 +43,6 @@ def _close(a, b, rel=1e-9):
     return math.isclose(a, b, rel_tol=rel, abs_tol=0)
 
 
-@pytest.mark.skipif(HAS_CUDA, reason="the CPU path (no datasheet peak) of the must-show command")
 def test_bench_cpu_tiny_json(capsys):
     rc = main(["bench", "--device", "cpu", "--preset", "tiny", "--json"])
     cap = capsys.readouterr()
@@ -300,3 +299,34 @@ def test_run_bench_halves_batch_on_oom_and_reports_failures(monkeypatch):
     assert rows[0]["tokens_per_s"] == pytest.approx(64 / 0.010)
     assert rows[1]["error"] == "RuntimeError: boom" and rows[1]["tokens_per_s"] is None
     assert list(rows[1]) == list(ROW_KEYS)
+
+
+@pytest.mark.gpu
+def test_bench_cuda_tiny_providers(capsys):
+    rc = main(["bench", "--device", "cuda", "--preset", "tiny", "--provider", "triton",
+               "--provider", "torch-sdpa-eager", "--steps", "3", "--warmup", "2", "--json", "--no-plots"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    rows = [r for r in json.loads(cap.out) if not r["provider"].startswith("roof:")]
+    assert [r["provider"] for r in rows] == ["triton", "torch-sdpa-eager"]
+    peak = peaks.lookup(torch.cuda.get_device_name())
+    for r in rows:
+        assert r["error"] is None, r
+        assert _close(r["tokens_per_s"] * r["flops_per_token"], r["tflops"] * 1e12)
+        assert r["peak_mem_gb"] > 0
+        assert (r["mfu"] is None) == (peak is None)
+        if peak is not None:
+            assert _close(r["mfu"], r["tflops"] * 1e12 / peak.bf16)
+    assert rows[0]["flops_per_token_executed"] > 0 and rows[1]["hfu"] is None
+
+
+@pytest.mark.gpu
+def test_kernels_cuda_smoke(capsys):
+    rc = main(["kernels", "--seq-len", "512", "--head-dim", "64", "--causal", "causal",
+               "--mlp-d-model", "768", "--mode", "fwd", "--rep-ms", "20", "--json", "--no-plots"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    rows = json.loads(cap.out)
+    tri = [r for r in rows if r["provider"] == "triton"]
+    assert {r["family"] for r in tri} == {"attention", "mlp"}
+    assert all(r["error"] is None and r["tflops"] > 0 for r in tri), tri

@@ -4,7 +4,6 @@ import csv
 import json
 import math
 
-import pytest
 import torch
 
 from bench.cli import main
@@ -13,7 +12,6 @@ from model.flops import accounting
 from model.presets import get_preset
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="the gloo / CPU path")
 def test_bench_ddp_two_gloo_processes(capsys, tmp_path):
     n = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -164,13 +164,14 @@ def fit_table(t: dict, n_boot: int, seed: int, full_grid: bool = False) -> dict:
     chin = None
     if "D" in t:
         D = t["D"]
+        hint = f" (leave out the {t['columns'].get('D') or t['columns'].get('C')} column to fit L(N) alone)"
         if N.size < MIN_CHINCHILLA_ROWS:
             raise CLIError(f"too few points: the Chinchilla form needs at least "
-                           f"{MIN_CHINCHILLA_ROWS} rows with D, the table has {N.size}")
+                           f"{MIN_CHINCHILLA_ROWS} rows with D, the table has {N.size}{hint}")
         for name, x in (("N", N), ("D", D)):
             if np.unique(x).size < 2:
                 raise CLIError(f"too few points: the Chinchilla form needs at least 2 distinct "
-                               f"values of {name}, the table has 1")
+                               f"values of {name}, the table has 1{hint}")
         try:
             chin = F.fit_chinchilla(N, D, L, n_boot=n_boot, seed=seed,
                                     n_polish=None if full_grid else 64)

@@ -155,5 +155,6 @@ class GPT(nn.Module):
         logits = F.linear(x, w)                                 # (B, T, n_vocab)
         if targets is None:
             return logits, None
-        loss = F.cross_entropy(logits.float().view(B * T, -1), targets.reshape(B * T))
+        # under autocast cross_entropy already runs in fp32; no explicit upcast copy of the logits
+        loss = F.cross_entropy(logits.view(B * T, -1), targets.reshape(B * T))
         return logits, loss

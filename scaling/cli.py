@@ -1,0 +1,131 @@
+"""sixn scale: train a ladder of model sizes (and data-limited / shape runs), resumably, and fit.
+
+Writes results/scaling/<device>/ (see scaling.sweep): curves.csv with every evaluation of every
+run (losses against steps, tokens and compute under each FLOP convention, measured included),
+summary.csv with one row per run, experiments.json, then the fits and plots. Rerunning the same
+command skips finished runs and resumes an interrupted one from its last checkpoint.
+
+examples:
+  sixn scale                       the default ladder for this device (CPU: 5 sizes, < 15 min)
+  sixn scale --quick               a 1-minute ladder (used by sixn report --quick)
+  sixn scale --shape --transfer    also Kaplan's shape and transfer experiments
+  sixn scale --sizes 2x32 3x64 4x96 --corpus ~/text/ --bpe 2048
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset-set", choices=("cpu", "gpu"), default=None,
+                   help="ladder to run (default: gpu with a CUDA device, else cpu)")
+    p.add_argument("--sizes", nargs="+", metavar="SIZE",
+                   help="model sizes instead of the ladder: model.presets names (ladder-98k) or "
+                        "n_layer x d_model [x n_head] (2x64, 2x64x4)")
+    p.add_argument("--data-limited", action="store_true",
+                   help="add data-limited runs (nested data subsets, early stopping) for L(D), L(N,D)")
+    p.add_argument("--shape", action="store_true",
+                   help="add the shape experiment: fixed N, n_layer against d_model and n_head")
+    p.add_argument("--no-ladder", action="store_true", help="leave the ladder out (with --shape etc.)")
+    p.add_argument("--transfer", action="store_true",
+                   help="also evaluate every run on a second corpus of another kind")
+    p.add_argument("--transfer-corpus", nargs="+", metavar="PATH",
+                   help="the transfer corpus (default: the Python reference manual's prose)")
+    p.add_argument("--quick", action="store_true", help="a short ladder (about a minute on a CPU)")
+    p.add_argument("--steps", type=int, help="optimizer steps per run instead of the preset's")
+    p.add_argument("--out", type=Path, help="sweep folder (default results/scaling/<device>/)")
+    p.add_argument("--corpus", nargs="+", metavar="PATH",
+                   help="text files, folders or globs, or a nanoGPT .bin (default: the Python "
+                        "standard library's *.py files)")
+    p.add_argument("--max-bytes", type=int, help="read at most this many bytes of text")
+    p.add_argument("--bpe", type=int, metavar="VOCAB",
+                   help="train a byte-level BPE of this vocabulary (needs `tokenizers`)")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--threads", type=int,
+                   help="CPU threads for torch (default: 1 for the small CPU models, where one "
+                        "thread is as fast and is not slowed down by other processes)")
+    p.add_argument("--no-fit", action="store_true", help="skip the fits and plots at the end")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--status", action="store_true", help="show the sweep folder's state and exit")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from bench.cli import CLIError
+
+    from . import sweep as sw
+
+    if args.steps is not None and args.steps <= 0:
+        raise CLIError(f"--steps must be positive, got {args.steps}")
+    if args.max_bytes is not None and args.max_bytes <= 0:
+        raise CLIError(f"--max-bytes must be positive, got {args.max_bytes}")
+    if args.threads is not None and args.threads <= 0:
+        raise CLIError(f"--threads must be positive, got {args.threads}")
+    try:
+        device = sw._device(args.device)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    preset_set = args.preset_set or ("gpu" if torch.device(device).type == "cuda" else "cpu")
+    if preset_set == "gpu" and torch.device(device).type != "cuda":
+        raise CLIError("--preset-set gpu needs a CUDA device (bf16, triton kernels); "
+                       "use --preset-set cpu on this machine")
+    out = args.out or sw.default_sweep_dir(device, args.quick)
+    if args.status:
+        if not (out / "sweep.json").exists():
+            raise CLIError(f"{out} holds no sweep (no sweep.json)")
+        rows = sw.sweep_status(out)
+        print(json.dumps(rows, indent=2) if args.json else _table(rows))
+        return 0
+    try:
+        plan = sw.build_plan(preset_set, quick=args.quick, sizes=args.sizes,
+                             data_limited=args.data_limited, shape=args.shape,
+                             transfer=args.transfer, corpus=args.corpus, bpe_vocab=args.bpe,
+                             transfer_corpus=args.transfer_corpus, steps=args.steps,
+                             include_ladder=not args.no_ladder)
+        plan.max_bytes = args.max_bytes
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    try:
+        sweep_dir = sw.run_sweep(plan, out, device, quick=args.quick, progress=not args.no_progress,
+                                 fit=not args.no_fit, threads=args.threads)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    rows = sw.sweep_status(sweep_dir)
+    if args.json:
+        exp = json.loads((sweep_dir / "experiments.json").read_text())
+        exp.pop("provenance", None)
+        print(json.dumps({"sweep_dir": str(sweep_dir), "runs": rows,
+                          "experiments": _brief(exp)}, indent=2))
+    else:
+        print(f"sweep: {sweep_dir}")
+        print(_table(rows))
+    return 0
+
+
+def _brief(exp: dict) -> dict:
+    se, tr, sh = exp.get("sample_efficiency", {}), exp.get("transfer", {}), exp.get("shape", {})
+    return {"larger_first_fraction": se.get("larger_first_fraction"),
+            "transfer_slope": tr.get("slope"), "transfer_mean_offset": tr.get("mean_offset"),
+            "shape_spread": sh.get("spread"), "shape_adjusted_spread": sh.get("adjusted_spread")}
+
+
+def _table(rows: list[dict]) -> str:
+    def f(v, fmt):
+        return "-" if v is None else format(v, fmt)
+    lines = [f"{'run':<34} {'state':<9} {'N':>9} {'tokens':>9} {'val':>7} {'best':>7} {'B_simple':>9} {'s':>6}"]
+    for r in rows:
+        lines.append(f"{r['name']:<34} {r['state']:<9} {f(r.get('N'), '9.3g')} {f(r.get('D'), '9.3g')} "
+                     f"{f(r.get('val_loss'), '7.4f')} {f(r.get('best_val_loss'), '7.4f')} "
+                     f"{f(r.get('b_simple'), '9.3g')} {f(r.get('elapsed_s'), '6.0f')}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    from bench.cli import main
+    sys.exit(main(["scale", *sys.argv[1:]]))

@@ -1,0 +1,480 @@
+"""Resumable sweeps: a ladder of model sizes (plus data-limited and shape runs) in one folder.
+
+Layout of a sweep folder (default results/scaling/<device-slug>/, "-quick" appended for --quick):
+
+    sweep.json                  the plan, corpus and device
+    runs/<run>/config.json      GPTConfig, TrainConfig, corpus fingerprint, provenance
+    runs/<run>/log.csv          one row per evaluation (scaling.train.LOG_COLUMNS + provenance)
+    runs/<run>/ckpt.pt          last checkpoint (git-ignored)
+    runs/<run>/done.json        the run's summary once finished (diverged.json if it diverged)
+    curves.csv                  every evaluation row of every run of the plan
+    summary.csv                 one row per finished run
+    experiments.json            shape / sample-efficiency / transfer analysis (scaling.experiments)
+
+Rerunning the same plan skips runs that have done.json (or diverged.json) and resumes an
+interrupted one from its checkpoint. A run's folder name holds its kind, shape and a hash of its
+model and training configuration, so a changed plan never resumes a run made with other settings.
+curves.csv and summary.csv are rewritten atomically after every run.
+
+CPU ladder (the default without a GPU): byte-level vocabulary 256, n_ctx 64, batches of 32 x 64
+tokens, five sizes from N = 6.1e3 to 3.1e5 (n_layer 2-4, d_model 16-80), 700 to 1900 steps
+(growing as N^0.25) at a learning rate that falls as N^-0.15, on one torch thread; it finishes in
+well under 15 minutes on two cores.
+GPU ladder: eight model.presets ladder sizes from 2.5e4 to 8.5e7 (3.5 decades), n_ctx 256, bf16
+autocast, the triton backend when sixn's kernels import (else sdpa), about ten minutes on an H100.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from bench.provenance import device_slug, provenance, results_root, write_csv, write_json
+from model.config import GPTConfig
+from model.flops import flops_per_token, param_counts
+from model.presets import PRESETS
+
+from .train import LOG_COLUMNS, TrainConfig, TrainingDiverged, read_csv_rows, train, write_csv_rows
+
+KINDS = ("ladder", "data", "shape")
+PRESET_SETS = ("cpu", "gpu")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    kind: str
+    model: GPTConfig
+    train: TrainConfig
+    label: str = ""   # a short tag for tables (e.g. "aspect 32")
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"run kind must be one of {KINDS}, got {self.kind!r}")
+
+    @property
+    def name(self) -> str:
+        m, t = self.model, self.train
+        base = f"{self.kind}-L{m.n_layer}-d{m.d_model}-h{m.n_head}"
+        if t.data_tokens:
+            base += f"-D{t.data_tokens}"
+        blob = json.dumps({"model": {k: v for k, v in m.to_dict().items() if k != "name"},
+                           "train": {k: v for k, v in t.to_dict().items() if k != "device"}},
+                          sort_keys=True)
+        return f"{base}-{hashlib.sha256(blob.encode()).hexdigest()[:6]}"
+
+    @property
+    def cost(self) -> float:
+        """Training FLOPs of the run (full-model count): weights the progress bar."""
+        return flops_per_token(self.model, "full_model", self.train.seq_len) * \
+            self.train.total_steps * self.train.batch_tokens
+
+
+@dataclass
+class SweepPlan:
+    runs: list[RunSpec]
+    name: str = "cpu"
+    corpus: list[str] | None = None          # None: the standard library default
+    bpe_vocab: int | None = None             # None: bytes
+    transfer: bool = False
+    transfer_corpus: list[str] | None = None  # None: the default transfer corpus
+    max_bytes: int | None = None             # read at most this much text (deterministic subset)
+    quick: bool = False
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "corpus": self.corpus, "bpe_vocab": self.bpe_vocab,
+                "transfer": self.transfer, "transfer_corpus": self.transfer_corpus,
+                "max_bytes": self.max_bytes, "quick": self.quick,
+                "runs": [{"name": r.name, "kind": r.kind, "label": r.label,
+                          "model": r.model.to_dict(), "train": r.train.to_dict()} for r in self.runs]}
+
+
+# --------------------------------------------------------------------------------------------
+# Ladders
+# --------------------------------------------------------------------------------------------
+
+# (n_layer, d_model) of the CPU ladder: N = 12 L d^2 = 6.1e3 ... 3.1e5, heads of width 16.
+CPU_LADDER = ((2, 16), (2, 32), (2, 48), (3, 64), (4, 80))
+QUICK_LADDER = ((2, 16), (2, 24), (2, 32), (2, 48), (3, 64))
+# model.presets names of the GPU ladder (2.5e4 ... 8.5e7 non-embedding parameters).
+GPU_LADDER = ("ladder-25k", "ladder-98k", "ladder-197k", "ladder-786k", "ladder-3m", "ladder-14m",
+              "ladder-25m", "ladder-85m")
+
+# Shape experiment at N ~ 1e5 (Kaplan Fig. 5): aspect ratio d_model / n_layer from 96 to 4, then
+# the head count at (2, 64). (n_layer, d_model, n_head)
+CPU_SHAPES = ((1, 96, 6), (2, 64, 4), (4, 48, 3), (6, 40, 5), (8, 32, 2), (2, 64, 1), (2, 64, 2),
+              (2, 64, 8))
+GPU_SHAPES = ((2, 640, 10), (4, 448, 7), (6, 384, 6), (8, 320, 5), (12, 256, 4), (24, 192, 3),
+              (6, 384, 2), (6, 384, 12))   # N ~ 1e7
+
+
+def cpu_lr(N: int) -> float:
+    """Peak learning rate of the CPU ladder: 4e-3 at N = 1e5, larger for smaller models."""
+    return round(4e-3 * (N / 1e5) ** -0.15, 6)
+
+
+def cpu_steps(N: int) -> int:
+    """Steps of a CPU ladder run: 1000 at N = 24576, growing as N^0.25 (larger models need more
+    tokens to come near convergence; the budget stays dominated by the largest)."""
+    return int(50 * round(20 * (N / 24576) ** 0.25))
+
+
+def gpu_lr(N: int) -> float:
+    """Kaplan et al.'s fit LR(N) ~ 0.003239 - 0.0001395 log N (their eq. D.1), floored at 3e-4."""
+    return round(max(3e-4, 0.003239 - 0.0001395 * math.log(N)), 6)
+
+
+def parse_size(s: str, preset_set: str) -> tuple[int, int, int | None]:
+    """'ladder-98k' (a model.presets name) or 'LxD' / 'LxDxH' (n_layer x d_model [x n_head])."""
+    if s in PRESETS:
+        c = PRESETS[s]
+        return c.n_layer, c.d_model, c.n_head
+    m = re.fullmatch(r"(\d+)x(\d+)(?:x(\d+))?", s)
+    if not m:
+        raise ValueError(f"unknown size {s!r}: give a model.presets name ({', '.join(PRESETS)}) or "
+                         f"n_layer x d_model like 2x64 (optionally x n_head, e.g. 2x64x4)")
+    L, d = int(m.group(1)), int(m.group(2))
+    H = int(m.group(3)) if m.group(3) else None
+    if L <= 0 or d <= 0 or (H is not None and (H <= 0 or d % H)):
+        raise ValueError(f"bad size {s!r}: n_layer and d_model must be positive and d_model "
+                         f"divisible by n_head")
+    return L, d, H
+
+
+def _model(L: int, d: int, H: int | None, n_ctx: int, backend: str) -> GPTConfig:
+    if H is None:
+        H = d // 16 if d % 16 == 0 else (d // 8 if d % 8 == 0 else 1)
+    return GPTConfig.from_shape(L, d, n_ctx=n_ctx, n_vocab=256, n_head=H, backend=backend,
+                                name=f"L{L}-d{d}")
+
+
+def cpu_train(N: int, quick: bool, steps: int | None = None) -> TrainConfig:
+    if quick:
+        s = steps or 160
+        return TrainConfig(steps=s, batch_size=16, seq_len=64, lr=cpu_lr(N), warmup=max(1, s // 10),
+                           eval_interval=max(1, s // 4), eval_batches=4, noise_interval=max(1, s // 16))
+    s = steps or cpu_steps(N)
+    return TrainConfig(steps=s, batch_size=32, seq_len=64, lr=cpu_lr(N), warmup=max(1, s // 10),
+                       eval_interval=max(1, s // 10), eval_batches=8)
+
+
+def gpu_train(N: int, quick: bool, backend: str, steps: int | None = None) -> TrainConfig:
+    s = steps or (200 if quick else 1500)
+    return TrainConfig(steps=s, batch_size=64, seq_len=256, lr=gpu_lr(N), warmup=max(1, s // 10),
+                       eval_interval=max(1, s // 15), eval_batches=10, device="cuda",
+                       dtype="bfloat16", backend=backend)
+
+
+def gpu_backend() -> str:
+    try:
+        import kernels  # noqa: F401
+    except Exception:  # any failure to build/import the kernels: fall back to PyTorch's fused attention
+        return "sdpa"
+    return "triton"
+
+
+def build_plan(preset_set: str = "cpu", *, quick: bool = False, sizes: list[str] | None = None,
+               data_limited: bool = False, shape: bool = False, transfer: bool = False,
+               corpus: list[str] | None = None, bpe_vocab: int | None = None,
+               transfer_corpus: list[str] | None = None, steps: int | None = None,
+               include_ladder: bool = True) -> SweepPlan:
+    """The runs of a sweep: the ladder of sizes, and optionally data-limited and shape runs."""
+    if preset_set not in PRESET_SETS:
+        raise ValueError(f"unknown preset set {preset_set!r}; supported: {', '.join(PRESET_SETS)}")
+    gpu = preset_set == "gpu"
+    backend = gpu_backend() if gpu else "torch"
+    n_ctx = 256 if gpu else 64
+    if sizes:
+        shapes = [parse_size(s, preset_set) for s in sizes]
+    elif gpu:
+        shapes = [parse_size(s, preset_set) for s in (GPU_LADDER[:4] if quick else GPU_LADDER)]
+    else:
+        shapes = [(L, d, None) for L, d in (QUICK_LADDER if quick else CPU_LADDER)]
+
+    def tc(N: int) -> TrainConfig:
+        return gpu_train(N, quick, backend, steps) if gpu else cpu_train(N, quick, steps)
+
+    runs: list[RunSpec] = []
+    if include_ladder:
+        for L, d, H in shapes:
+            m = _model(L, d, H, n_ctx, backend)
+            N = param_counts(m).nonembedding
+            runs.append(RunSpec("ladder", m, tc(N), label=f"N={N:.3g}"))
+    if data_limited:
+        # L(D) and L(N, D): the two largest ladder sizes (quick: the largest) on nested data
+        # subsets, trained with early stopping on the validation loss (Kaplan's protocol).
+        picks = sorted(shapes, key=lambda s: 12 * s[0] * s[1] ** 2)[-(1 if quick else 2):]
+        fracs = (1 / 64, 1 / 16, 1 / 4) if not quick else (1 / 16, 1 / 4)
+        for L, d, H in picks:
+            m = _model(L, d, H, n_ctx, backend)
+            base = tc(param_counts(m).nonembedding)
+            full = base.total_steps * base.batch_tokens
+            for fr in fracs:
+                D = int(full * fr)
+                runs.append(RunSpec("data", m, base.replace(data_tokens=D, early_stop=3),
+                                    label=f"D={D:.3g}"))
+    if shape:
+        shapes_x = GPU_SHAPES if gpu else CPU_SHAPES
+        if quick:
+            shapes_x = shapes_x[:3]
+        for L, d, H in shapes_x:
+            m = _model(L, d, H, n_ctx, backend)
+            N = param_counts(m).nonembedding
+            runs.append(RunSpec("shape", m, tc(N).replace(lr=tc(100_000 if not gpu else 10_000_000).lr),
+                                label=f"aspect {d / L:.3g}, head {d // H}"))
+    if not runs:
+        raise ValueError("the plan has no runs: keep the ladder or add --data-limited / --shape")
+    return SweepPlan(runs, name=preset_set + ("-quick" if quick else ""), corpus=corpus,
+                     bpe_vocab=bpe_vocab, transfer=transfer, transfer_corpus=transfer_corpus,
+                     quick=quick)
+
+
+def default_plan(device: str | None = None, quick: bool = False, **kw) -> SweepPlan:
+    dev = _device(device)
+    return build_plan("gpu" if torch.device(dev).type == "cuda" else "cpu", quick=quick, **kw)
+
+
+def _device(device: str | None) -> str:
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for but no CUDA GPU is visible")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {device!r} not supported; supported: cpu, cuda")
+    return str(dev)
+
+
+def default_sweep_dir(device: str, quick: bool = False) -> Path:
+    return results_root() / "scaling" / (device_slug(device) + ("-quick" if quick else ""))
+
+
+# --------------------------------------------------------------------------------------------
+# Progress
+# --------------------------------------------------------------------------------------------
+
+class Progress:
+    """A text progress bar on stderr, weighted by each run's FLOPs (tqdm when it is installed)."""
+
+    def __init__(self, costs: dict[str, float], enabled: bool = True, stream=None):
+        self.costs = costs
+        self.total = sum(costs.values()) or 1.0
+        self.done_cost = 0.0
+        self.enabled = enabled
+        self.stream = stream or sys.stderr
+        self.t0 = time.perf_counter()
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self._tqdm = None
+        if enabled and self.tty:
+            try:
+                from tqdm import tqdm
+                self._tqdm = tqdm(total=1000, file=self.stream, unit="‰", leave=True)
+            except ImportError:
+                pass
+        self._last = -1.0
+        self.index = 0
+        self.n = len(costs)
+
+    def start_run(self, name: str, index: int, skipped: bool = False) -> None:
+        self.index = index
+        if skipped:
+            self.done_cost += self.costs.get(name, 0.0)
+            self._line(f"[{index}/{self.n}] {name}: finished earlier, skipped")
+
+    def update(self, name: str, step: int, steps: int, row: dict | None) -> None:
+        if not self.enabled:
+            return
+        frac = min(1.0, (self.done_cost + self.costs.get(name, 0.0) * step / max(1, steps)) / self.total)
+        if self._tqdm is not None:
+            self._tqdm.n = int(frac * 1000)
+            self._tqdm.set_description(f"{self.index}/{self.n} {name} step {step}/{steps}")
+            if row is not None:
+                self._tqdm.set_postfix(val=f"{row['val_loss']:.3f}")
+            self._tqdm.refresh()
+            return
+        el = time.perf_counter() - self.t0
+        eta = f"{el / frac * (1 - frac):4.0f}s" if frac > 0.01 else "   ?"
+        bar = "#" * int(frac * 30)
+        msg = (f"[{bar:<30}] {frac * 100:5.1f}%  run {self.index}/{self.n} {name} step {step}/{steps}"
+               + (f" val {row['val_loss']:.3f}" if row is not None else "")
+               + f"  {el:5.0f}s elapsed, eta {eta} (by FLOPs)")
+        if self.tty:
+            if frac - self._last >= 0.002 or row is not None:
+                self.stream.write("\r" + msg[:150].ljust(150))
+                self.stream.flush()
+                self._last = frac
+        elif row is not None:
+            self.stream.write(msg + "\n")
+            self.stream.flush()
+
+    def end_run(self, name: str) -> None:
+        self.done_cost += self.costs.get(name, 0.0)
+        if self.enabled and self.tty and self._tqdm is None:
+            self.stream.write("\n")
+
+    def _line(self, msg: str) -> None:
+        if self.enabled:
+            if self._tqdm is not None:
+                self._tqdm.write(msg)
+            else:
+                self.stream.write(msg + "\n")
+                self.stream.flush()
+
+    def close(self) -> None:
+        if self._tqdm is not None:
+            self._tqdm.close()
+
+
+# --------------------------------------------------------------------------------------------
+# The sweep
+# --------------------------------------------------------------------------------------------
+
+def load_plan_corpora(plan: SweepPlan):
+    from .data import load_corpus, transfer_corpus
+    tok = plan.bpe_vocab if plan.bpe_vocab else "byte"
+    corpus = load_corpus(plan.corpus, tokenizer=tok, max_bytes=plan.max_bytes)
+    tr = transfer_corpus(corpus, plan.transfer_corpus) if plan.transfer else None
+    return corpus, tr
+
+
+def resolve_plan(plan: SweepPlan, vocab_size: int, device: str) -> list[RunSpec]:
+    """The plan's runs with the corpus's vocabulary and this device filled in."""
+    out = []
+    for r in plan.runs:
+        t = r.train.replace(device=device)
+        if torch.device(device).type != "cuda" and t.dtype != "float32":
+            t = t.replace(dtype="float32")
+        if torch.device(device).type != "cuda" and t.backend == "triton":
+            t = t.replace(backend="torch")
+        out.append(RunSpec(r.kind, r.model.replace(n_vocab=vocab_size, backend=t.backend), t, r.label))
+    return out
+
+
+def collect(sweep_dir: Path, runs: list[RunSpec], prov: dict | None = None) -> tuple[list[dict], list[dict]]:
+    """Rewrite curves.csv and summary.csv from the runs' logs (atomically); return their rows."""
+    curves: list[dict] = []
+    fields: list[str] = list(LOG_COLUMNS)
+    summary: list[dict] = []
+    for r in runs:
+        rd = sweep_dir / "runs" / r.name
+        fn, rows = read_csv_rows(rd / "log.csv")
+        for f in fn:
+            if f not in fields:
+                fields.append(f)
+        curves.extend(rows)
+        done = rd / "done.json"
+        if done.exists():
+            s = json.loads(done.read_text())
+            s.pop("provenance", None)
+            summary.append(s)
+    if curves:
+        write_csv_rows(sweep_dir / "curves.csv", fields, curves)
+    if summary:
+        write_csv(sweep_dir / "summary.csv", summary, prov)
+    return curves, summary
+
+
+def run_sweep(plan: SweepPlan | str | None = None, out_dir: str | Path | None = None,
+              device: str | None = None, quick: bool = False, progress: bool = True,
+              fit: bool = True, threads: int | None = None) -> Path:
+    """Run (or resume) every run of `plan` and write curves.csv, summary.csv, experiments.json,
+    then the fits and plots when scaling.fits / scaling.plots provide them. Returns the folder.
+
+    plan: a SweepPlan, a preset-set name ("cpu" / "gpu") or None for this device's default.
+    threads: torch CPU threads while it runs (default 1 on the CPU: the ladder's small matmuls
+    gain little from a second thread and lose a lot when another process holds the core)."""
+    dev = _device(device)
+    if torch.device(dev).type == "cpu":
+        saved = torch.get_num_threads()
+        torch.set_num_threads(threads or 1)
+        try:
+            return _run_sweep(plan, out_dir, dev, quick, progress, fit)
+        finally:
+            torch.set_num_threads(saved)
+    return _run_sweep(plan, out_dir, dev, quick, progress, fit)
+
+
+def _run_sweep(plan, out_dir, dev: str, quick: bool, progress: bool, fit: bool) -> Path:
+    if plan is None:
+        plan = default_plan(dev, quick=quick)
+    elif isinstance(plan, str):
+        plan = build_plan(plan, quick=quick)
+    sweep_dir = Path(out_dir) if out_dir is not None else default_sweep_dir(dev, plan.quick or quick)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    prov = provenance(dev)
+    corpus, tr = load_plan_corpora(plan)
+    runs = resolve_plan(plan, corpus.vocab_size, dev)
+    write_json(sweep_dir / "sweep.json", {
+        "plan": plan.to_dict(), "device": dev, "corpus": corpus.info(),
+        "transfer": tr.info() if tr is not None else None,
+        "runs": [{"name": r.name, "kind": r.kind, "label": r.label} for r in runs]}, prov)
+
+    bar = Progress({r.name: r.cost for r in runs}, enabled=progress)
+    diverged: list[str] = []
+    try:
+        for i, r in enumerate(runs, 1):
+            rd = sweep_dir / "runs" / r.name
+            if (rd / "done.json").exists() or (rd / "diverged.json").exists():
+                bar.start_run(r.name, i, skipped=True)
+                if (rd / "diverged.json").exists():
+                    diverged.append(r.name)
+                continue
+            bar.start_run(r.name, i)
+            try:
+                train(r.model, r.train, corpus, rd, transfer=tr, name=r.name, kind=r.kind,
+                      progress=bar.update, extra_meta={"label": r.label})
+            except TrainingDiverged as e:
+                diverged.append(r.name)
+                bar._line(f"sixn scale: {e}")
+            bar.end_run(r.name)
+            collect(sweep_dir, runs, prov)
+    finally:
+        bar.close()
+    collect(sweep_dir, runs, prov)
+    from .experiments import write_experiments
+    write_experiments(sweep_dir)
+    if fit:
+        notes = fit_and_plot(sweep_dir)
+        for n in notes:
+            if progress:
+                print(f"sixn scale: {n}", file=sys.stderr)
+    return sweep_dir
+
+
+def fit_and_plot(sweep_dir: Path) -> list[str]:
+    """Call scaling.fits.fit_sweep and scaling.plots.plot_sweep when they exist; say what happened."""
+    notes = []
+    for mod, fn in (("scaling.fits", "fit_sweep"), ("scaling.plots", "plot_sweep")):
+        try:
+            module = __import__(mod, fromlist=[fn])
+            func = getattr(module, fn)
+        except (ImportError, AttributeError) as e:
+            notes.append(f"{mod}.{fn} is not available ({e}); skipped")
+            continue
+        try:
+            func(sweep_dir)
+            notes.append(f"{mod}.{fn} done")
+        except Exception as e:  # a failing fit must not lose the sweep's data
+            notes.append(f"{mod}.{fn} failed: {type(e).__name__}: {e}")
+    return notes
+
+
+def sweep_status(sweep_dir: Path) -> list[dict]:
+    """Each run of the sweep's plan (from sweep.json) with its state: done, diverged, partial, new."""
+    meta = json.loads((Path(sweep_dir) / "sweep.json").read_text())
+    out = []
+    for r in meta["runs"]:
+        rd = Path(sweep_dir) / "runs" / r["name"]
+        state = ("done" if (rd / "done.json").exists() else "diverged" if (rd / "diverged.json").exists()
+                 else "partial" if (rd / "ckpt.pt").exists() else "new")
+        s = json.loads((rd / "done.json").read_text()) if state == "done" else {}
+        out.append({**r, "state": state, **{k: s.get(k) for k in ("N", "D", "val_loss", "best_val_loss",
+                                                                    "b_simple", "elapsed_s", "status")}})
+    return out

@@ -33,14 +33,19 @@ Supported: q, k, v of one shape (B, H, T, D) (no cross-attention or grouped head
 power of two >= 16; 16, 32, 64 and 128 are tested, as are padded ones such as 40), dtypes
 float16, bfloat16 and float32 (fp32 accumulators and softmax always; fp32 inputs use IEEE fp32
 products, not TF32), any strides (inputs are read in place, e.g. (B, T, H, D) views transposed to
-(B, H, T, D)). Offsets of the (batch, head) and row blocks are int64. Outputs and gradients are
+(B, H, T, D)). Offsets of the (batch, head) and row blocks are int64, so B*H*T*D may pass 2^31;
+offsets inside one tile are int32 (a row stride below 2^24 elements). Outputs and gradients are
 contiguous (B, H, T, D); lse is contiguous fp32 (B, H, T).
 
 Caution: CPU tensors run only in the Triton interpreter (TRITON_INTERPRET=1 before triton is
 imported), slowly; the interpreter computes bf16 block products by upcasting to fp32 (its bf16
-tl.dot is wrong in triton 3.9), which changes no FLOP count. The CUDA block sizes are chosen for
-an H100 without autotuning and were not tuned on this machine. No dropout, no attention bias,
-no key padding mask, no sequence packing. The gradient of lse is supported (it enters delta).
+tl.dot is wrong in triton 3.9), which changes no FLOP count. The CUDA block sizes were chosen for
+an H100 without a GPU (no autotuning, no timing): only checked to compile for sm_90 without
+register spills. As in FlashAttention-2, delta = rowsum(dO * O) uses the output rounded to the
+input dtype, so bf16/fp16 gradients of rows with few keys carry an extra error of about one
+rounding of O (tests allow 2x PyTorch's own low-precision error plus two roundings). No dropout,
+no attention bias, no key padding mask, no sequence packing. The gradient of lse is supported
+(it enters delta).
 """
 
 from __future__ import annotations
@@ -103,22 +108,24 @@ def kernel_config(T: int, head_dim: int, dtype: torch.dtype, device) -> KernelCo
         # row; unequal block_m / block_n exercise the general causal rule.
         return KernelConfig(bd, PassConfig(32, 16), PassConfig(16, 32), PassConfig(32, 16),
                             upcast_dot=(dtype == torch.bfloat16))
-    # H100 (sm_90, 228 KB shared memory per SM). Chosen by reasoning about registers and shared
-    # memory, in the spirit of the Triton tutorial's Hopper configs; not autotuned here.
+    # H100 (sm_90). Not autotuned (no GPU was at hand): chosen so that, compiled for sm_90 with
+    # triton 3.9 and contiguous inputs, no kernel spills registers (ptxas resource usage), with
+    # the Triton tutorial's Hopper shapes where they fit. 16-bit: wgmma tensor-core products.
+    # fp32 runs IEEE products on the CUDA cores (slow, exact), hence its small tiles.
     if dtype == torch.float32:
         if bd <= 64:
-            fwd, dkdv, dq = PassConfig(64, 32, 4, 2), PassConfig(32, 64, 4, 2), PassConfig(64, 32, 4, 2)
+            fwd, dkdv, dq = PassConfig(64, 32, 8, 2), PassConfig(16, 32, 8, 2), PassConfig(32, 32, 4, 2)
         elif bd == 128:
-            fwd, dkdv, dq = PassConfig(64, 32, 4, 2), PassConfig(32, 32, 4, 2), PassConfig(32, 32, 4, 2)
+            fwd, dkdv, dq = PassConfig(32, 16, 8, 2), PassConfig(16, 16, 8, 2), PassConfig(32, 16, 8, 2)
         else:
-            fwd, dkdv, dq = PassConfig(32, 32, 4, 1), PassConfig(16, 32, 4, 1), PassConfig(32, 16, 4, 1)
+            fwd, dkdv, dq = PassConfig(16, 16, 8, 1), PassConfig(16, 16, 8, 1), PassConfig(16, 16, 8, 1)
     else:
         if bd <= 64:
-            fwd, dkdv, dq = PassConfig(128, 64, 4, 3), PassConfig(32, 128, 4, 4), PassConfig(128, 32, 4, 4)
+            fwd, dkdv, dq = PassConfig(128, 64, 4, 3), PassConfig(32, 128, 8, 3), PassConfig(128, 32, 4, 4)
         elif bd == 128:
-            fwd, dkdv, dq = PassConfig(128, 64, 8, 3), PassConfig(32, 64, 4, 3), PassConfig(64, 32, 4, 3)
+            fwd, dkdv, dq = PassConfig(128, 64, 8, 3), PassConfig(32, 64, 8, 3), PassConfig(64, 32, 4, 3)
         else:
-            fwd, dkdv, dq = PassConfig(64, 32, 8, 2), PassConfig(32, 32, 4, 2), PassConfig(32, 32, 4, 2)
+            fwd, dkdv, dq = PassConfig(64, 16, 8, 2), PassConfig(32, 32, 8, 2), PassConfig(32, 16, 8, 2)
     # Short sequences: no block larger than the sequence (rounded up to a power of two >= 16).
     cap = _pow2_at_least(T)
 

@@ -411,12 +411,17 @@ def transfer_corpus(main: Corpus, sources: list[str | Path] | str | Path | None 
 
     All of it is evaluation text: both splits hold the whole token stream."""
     tok = main.tokenizer
+    if isinstance(sources, (str, Path)):
+        sources = [sources]
+    if sources and len(sources) == 1 and (str(sources[0]).endswith(".bin") or
+                                          (Path(sources[0]) / "val.bin").is_file()):
+        other = load_bin(sources[0], vocab_size=main.vocab_size)  # already tokenized: its val split
+        return Corpus(other.val, other.val, main.vocab_size, other.fingerprint,
+                      f"transfer: {other.description}", None, other.files)
     if tok is None:
         raise ValueError("a transfer corpus needs the main corpus's tokenizer; a pre-tokenized .bin "
                          "corpus has none here: pass a .bin transfer corpus of the same vocabulary")
     if sources:
-        if isinstance(sources, (str, Path)):
-            sources = [sources]
         files = resolve_paths(sources)
         data = b"\n".join(f.read_bytes() for f in files)
         desc = f"{len(files)} files under {_common_root(files)}"

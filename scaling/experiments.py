@@ -6,8 +6,9 @@
   least-squares line through them), since the shapes' N differ by a few per cent.
 - sample efficiency (their Fig. 2 and 19): larger models reach a given loss in fewer tokens.
   `tokens_to_reach` interpolates (in log tokens) where a learning curve first crosses a loss;
-  `sample_efficiency` does so for every ladder run at losses every run reaches and counts how
-  often the larger of two adjacent sizes got there first.
+  `sample_efficiency` tabulates it for every ladder run at losses every run reaches, and for two
+  adjacent sizes at each loss the smaller reaches in the second half of its run counts how often
+  the larger got there in fewer tokens (larger_first_fraction).
 - transfer (their Fig. 8): the loss on another distribution follows the validation loss with a
   roughly constant offset. `transfer_offsets` gives offset = transfer_loss - val_loss along each
   run, its drift from the first half of the run to the second, and the least-squares slope of
@@ -103,16 +104,22 @@ def sample_efficiency(curves: list[dict], targets: list[float] | None = None, ki
         rows = runs[name]
         table.append({"run": name, "N": rows[0]["N"],
                       "tokens": [tokens_to_reach(rows, t) for t in targets]})
-    wins = total = 0
-    for j in range(len(targets)):
-        for a, b in zip(table, table[1:]):
-            ta, tb = a["tokens"][j], b["tokens"][j]
-            if ta is None or tb is None:
+    # Adjacent sizes, at the losses the smaller one reaches in the second half of its run (past
+    # warm-up and the fastest early fall): does the larger one get there in fewer tokens?
+    pairs, wins, total = [], 0, 0
+    for a, b in zip(order, order[1:]):
+        small, big = runs[a], runs[b]
+        late = [r for r in small[len(small) // 2:] if r["val_loss"] is not None]
+        for r in late:
+            tb = tokens_to_reach(big, r["val_loss"])
+            if tb is None:
                 continue
             total += 1
-            wins += tb <= ta
-    return {"targets": [float(t) for t in targets], "runs": table,
-            "larger_first_fraction": wins / total if total else None, "pairs": total}
+            wins += tb <= r["tokens"]
+            pairs.append({"smaller": a, "larger": b, "loss": r["val_loss"],
+                          "tokens_smaller": r["tokens"], "tokens_larger": tb})
+    return {"targets": [float(t) for t in targets], "runs": table, "pairs": pairs,
+            "larger_first_fraction": wins / total if total else None, "n_pairs": total}
 
 
 def transfer_offsets(curves: list[dict], kind: str | None = None) -> dict:

@@ -13,7 +13,8 @@ Layout of a sweep folder (default results/scaling/<device-slug>/, "-quick" appen
 
 Rerunning the same plan skips runs that have done.json (or diverged.json) and resumes an
 interrupted one from its checkpoint. A run's folder name holds its kind, shape and a hash of its
-model and training configuration, so a changed plan never resumes a run made with other settings.
+model and training configuration and of the corpus (and transfer corpus) fingerprints, so a
+changed plan or corpus never reuses a run made with other settings.
 curves.csv and summary.csv are rewritten atomically after every run.
 
 CPU ladder (the default without a GPU): byte-level vocabulary 256, n_ctx 64, batches of 32 x 64
@@ -54,6 +55,7 @@ class RunSpec:
     model: GPTConfig
     train: TrainConfig
     label: str = ""   # a short tag for tables (e.g. "aspect 32")
+    data_id: str = ""  # corpus (and transfer corpus) fingerprints: part of the name's hash
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -66,7 +68,8 @@ class RunSpec:
         if t.data_tokens:
             base += f"-D{t.data_tokens}"
         blob = json.dumps({"model": {k: v for k, v in m.to_dict().items() if k != "name"},
-                           "train": {k: v for k, v in t.to_dict().items() if k != "device"}},
+                           "train": {k: v for k, v in t.to_dict().items() if k != "device"},
+                           "data": self.data_id},
                           sort_keys=True)
         return f"{base}-{hashlib.sha256(blob.encode()).hexdigest()[:6]}"
 
@@ -109,10 +112,10 @@ GPU_LADDER = ("ladder-25k", "ladder-98k", "ladder-197k", "ladder-786k", "ladder-
 
 # Shape experiment at N ~ 1e5 (Kaplan Fig. 5): aspect ratio d_model / n_layer from 96 to 4, then
 # the head count at (2, 64). (n_layer, d_model, n_head)
-CPU_SHAPES = ((1, 96, 6), (2, 64, 4), (4, 48, 3), (6, 40, 5), (8, 32, 2), (2, 64, 1), (2, 64, 2),
-              (2, 64, 8))
+CPU_SHAPES = ((1, 96, 6), (2, 64, 4), (4, 48, 3), (8, 32, 2), (2, 64, 1), (2, 64, 8))
 GPU_SHAPES = ((2, 640, 10), (4, 448, 7), (6, 384, 6), (8, 320, 5), (12, 256, 4), (24, 192, 3),
               (6, 384, 2), (6, 384, 12))   # N ~ 1e7
+CPU_SHAPE_STEPS = 1000
 
 
 def cpu_lr(N: int) -> float:
@@ -157,12 +160,13 @@ def _model(L: int, d: int, H: int | None, n_ctx: int, backend: str) -> GPTConfig
 
 def cpu_train(N: int, quick: bool, steps: int | None = None) -> TrainConfig:
     if quick:
-        s = steps or 160
+        s = steps or 300
         return TrainConfig(steps=s, batch_size=16, seq_len=64, lr=cpu_lr(N), warmup=max(1, s // 10),
-                           eval_interval=max(1, s // 4), eval_batches=4, noise_interval=max(1, s // 16))
+                           eval_interval=max(1, s // 6), eval_batches=4, noise_interval=max(1, s // 30))
     s = steps or cpu_steps(N)
-    return TrainConfig(steps=s, batch_size=32, seq_len=64, lr=cpu_lr(N), warmup=max(1, s // 10),
-                       eval_interval=max(1, s // 10), eval_batches=8)
+    # the same warm-up for every size (as Kaplan's 3000 steps), so early learning curves compare
+    return TrainConfig(steps=s, batch_size=32, seq_len=64, lr=cpu_lr(N), warmup=min(100, max(1, s // 10)),
+                       eval_interval=max(1, s // 20), eval_batches=8)
 
 
 def gpu_train(N: int, quick: bool, backend: str, steps: int | None = None) -> TrainConfig:
@@ -208,14 +212,18 @@ def build_plan(preset_set: str = "cpu", *, quick: bool = False, sizes: list[str]
             N = param_counts(m).nonembedding
             runs.append(RunSpec("ladder", m, tc(N), label=f"N={N:.3g}"))
     if data_limited:
-        # L(D) and L(N, D): the two largest ladder sizes (quick: the largest) on nested data
-        # subsets, trained with early stopping on the validation loss (Kaplan's protocol).
-        picks = sorted(shapes, key=lambda s: 12 * s[0] * s[1] ** 2)[-(1 if quick else 2):]
+        # L(D) and L(N, D): the second and third largest ladder sizes (quick: the second largest;
+        # the largest would double the sweep's time) on nested data subsets, trained with early
+        # stopping on the validation loss (Kaplan's protocol).
+        by_n = sorted(shapes, key=lambda s: 12 * s[0] * s[1] ** 2)
+        picks = by_n[-2:-1] if quick or len(by_n) < 3 else by_n[-3:-1]
+        picks = picks or by_n
         fracs = (1 / 64, 1 / 16, 1 / 4) if not quick else (1 / 16, 1 / 4)
+        first = tc(param_counts(_model(*picks[0], n_ctx, backend)).nonembedding)
+        full = first.total_steps * first.batch_tokens   # one grid of D for every size
         for L, d, H in picks:
             m = _model(L, d, H, n_ctx, backend)
             base = tc(param_counts(m).nonembedding)
-            full = base.total_steps * base.batch_tokens
             for fr in fracs:
                 D = int(full * fr)
                 runs.append(RunSpec("data", m, base.replace(data_tokens=D, early_stop=3),
@@ -224,11 +232,12 @@ def build_plan(preset_set: str = "cpu", *, quick: bool = False, sizes: list[str]
         shapes_x = GPU_SHAPES if gpu else CPU_SHAPES
         if quick:
             shapes_x = shapes_x[:3]
+        # one training setup for every shape: that of the shapes' common N
+        n_fix = 100_000 if not gpu else 10_000_000
+        t_fix = tc(n_fix) if gpu or quick or steps else cpu_train(n_fix, False, CPU_SHAPE_STEPS)
         for L, d, H in shapes_x:
             m = _model(L, d, H, n_ctx, backend)
-            N = param_counts(m).nonembedding
-            runs.append(RunSpec("shape", m, tc(N).replace(lr=tc(100_000 if not gpu else 10_000_000).lr),
-                                label=f"aspect {d / L:.3g}, head {d // H}"))
+            runs.append(RunSpec("shape", m, t_fix, label=f"aspect {d / L:.3g}, head {d // H}"))
     if not runs:
         raise ValueError("the plan has no runs: keep the ladder or add --data-limited / --shape")
     return SweepPlan(runs, name=preset_set + ("-quick" if quick else ""), corpus=corpus,
@@ -344,8 +353,13 @@ def load_plan_corpora(plan: SweepPlan):
     return corpus, tr
 
 
-def resolve_plan(plan: SweepPlan, vocab_size: int, device: str) -> list[RunSpec]:
-    """The plan's runs with the corpus's vocabulary and this device filled in."""
+def data_identity(corpus, transfer=None) -> str:
+    """What a run's data is: another corpus or transfer corpus makes other runs (other names)."""
+    return corpus.fingerprint + (f"+{transfer.fingerprint}" if transfer is not None else "")
+
+
+def resolve_plan(plan: SweepPlan, vocab_size: int, device: str, data_id: str = "") -> list[RunSpec]:
+    """The plan's runs with the corpus's vocabulary, its fingerprints and this device filled in."""
     out = []
     for r in plan.runs:
         t = r.train.replace(device=device)
@@ -353,7 +367,8 @@ def resolve_plan(plan: SweepPlan, vocab_size: int, device: str) -> list[RunSpec]
             t = t.replace(dtype="float32")
         if torch.device(device).type != "cuda" and t.backend == "triton":
             t = t.replace(backend="torch")
-        out.append(RunSpec(r.kind, r.model.replace(n_vocab=vocab_size, backend=t.backend), t, r.label))
+        out.append(RunSpec(r.kind, r.model.replace(n_vocab=vocab_size, backend=t.backend), t, r.label,
+                           data_id))
     return out
 
 
@@ -410,7 +425,7 @@ def _run_sweep(plan, out_dir, dev: str, quick: bool, progress: bool, fit: bool) 
     sweep_dir.mkdir(parents=True, exist_ok=True)
     prov = provenance(dev)
     corpus, tr = load_plan_corpora(plan)
-    runs = resolve_plan(plan, corpus.vocab_size, dev)
+    runs = resolve_plan(plan, corpus.vocab_size, dev, data_identity(corpus, tr))
     write_json(sweep_dir / "sweep.json", {
         "plan": plan.to_dict(), "device": dev, "corpus": corpus.info(),
         "transfer": tr.info() if tr is not None else None,

@@ -87,6 +87,10 @@ def test_bin_file_and_dir(tmp_path):
     assert c2.vocab_size == 50257 and len(c2.train) == 4000 and len(c2.val) == 1000
     with pytest.raises(ValueError, match="smaller than the largest token"):
         data.load_corpus(d, bin_vocab=100)
+    t = data.transfer_corpus(c2, d)  # a tokenized transfer corpus: its validation tokens
+    np.testing.assert_array_equal(t.val, ids[4000:])
+    with pytest.raises(ValueError, match="tokenizer"):
+        data.transfer_corpus(c2, [tmp_path / "owt" / "nothing.txt"])
     (tmp_path / "odd.bin").write_bytes(b"\x01\x02\x03")
     with pytest.raises(ValueError, match="odd number of bytes"):
         data.load_corpus(tmp_path / "odd.bin")

@@ -104,12 +104,13 @@ def test_sweep_tables_skip_and_resume(texts, tmp_path, monkeypatch):
     exp = json.loads((out / "experiments.json").read_text())
     assert set(exp) >= {"sample_efficiency", "transfer", "shape", "provenance"}
     # every run has its files
-    for r in sw.resolve_plan(plan, 256, "cpu"):
+    corpus, tr = sw.load_plan_corpora(plan)
+    for r in sw.resolve_plan(plan, 256, "cpu", sw.data_identity(corpus, tr)):
         rd = out / "runs" / r.name
         assert all((rd / f).exists() for f in ("config.json", "log.csv", "ckpt.pt", "done.json"))
 
     # as if the last run were killed after its final checkpoint: no done.json
-    runs = sw.resolve_plan(plan, 256, "cpu")
+    runs = sw.resolve_plan(plan, 256, "cpu", sw.data_identity(corpus, tr))
     last = out / "runs" / runs[-1].name
     (last / "done.json").unlink()
     calls = []
@@ -128,6 +129,9 @@ def test_sweep_tables_skip_and_resume(texts, tmp_path, monkeypatch):
     calls.clear()
     sw.run_sweep(plan, out, "cpu", progress=False, fit=False)
     assert calls == []
+    # without the transfer corpus the runs are other runs (other names): all trained again
+    sw.run_sweep(_plan(texts, transfer=False), out, "cpu", progress=False, fit=False)
+    assert len(calls) == 4 and not set(calls) & {r.name for r in runs}
 
 
 def test_cli_scale_json(texts, tmp_path, capsys):
@@ -162,7 +166,11 @@ def test_sample_efficiency_and_transfer_offsets():
     curves = (_curve("small", 1e3, [3.0, 2.6, 2.3, 2.1], t, transfer=0.5)
               + _curve("big", 1e5, [2.8, 2.2, 1.9, 1.7], t, transfer=0.5))
     se = ex.sample_efficiency(curves)
-    assert se["larger_first_fraction"] == 1.0 and se["pairs"] >= 2
+    assert se["larger_first_fraction"] == 1.0 and se["n_pairs"] == 2
+    assert se["runs"][1]["tokens"][0] < se["runs"][0]["tokens"][0]
+    slow = (_curve("small", 1e3, [3.0, 2.6, 2.3, 2.1], t)
+            + _curve("big", 1e5, [3.2, 2.9, 2.5, 2.2], t))
+    assert ex.sample_efficiency(slow)["larger_first_fraction"] == 0.0
     assert se["targets"][0] == pytest.approx(2.1)   # the worst final loss: every run reaches it
     tr = ex.transfer_offsets(curves)
     assert tr["slope"] == pytest.approx(1.0) and tr["intercept"] == pytest.approx(0.5)

@@ -41,17 +41,18 @@ Caution: CPU tensors run only in the Triton interpreter (TRITON_INTERPRET=1 befo
 imported), slowly; the interpreter computes bf16 block products by upcasting to fp32 (its bf16
 tl.dot is wrong in triton 3.9), which changes no FLOP count. The CUDA block sizes were chosen for
 an H100 without a GPU (no autotuning, no timing): only checked to compile for sm_90 without
-register spills. As in FlashAttention-2, delta = rowsum(dO * O) uses the output rounded to the
-input dtype, so bf16/fp16 gradients of rows with few keys carry an extra error of about one
-rounding of O (tests allow 2x PyTorch's own low-precision error plus two roundings). No dropout,
-no attention bias, no key padding mask, no sequence packing. The gradient of lse is supported
-(it enters delta).
+register spills (triton 3.9, contiguous inputs). As in FlashAttention-2, delta = rowsum(dO * O)
+uses the output rounded to the input dtype, so bf16/fp16 gradients of rows with few keys carry
+an extra error of about one rounding of O (tests allow 2x PyTorch's own low-precision error
+plus two roundings). No dropout, no attention bias, no key padding mask, no sequence packing.
+The gradient of lse is supported (it enters delta).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import triton
@@ -60,10 +61,9 @@ from torch.utils.flop_counter import register_flop_formula
 
 from model.flops import AttentionExec
 
-from ._util import check_device, check_dtype, interpreting
+from ._util import check_device, check_dtype
 
 LOG2E = 1.4426950408889634  # 1/ln(2): exp(x) = exp2(x * LOG2E)
-LN2 = 0.6931471805599453
 MAX_HEAD_DIM = 256
 
 
@@ -696,7 +696,7 @@ def _attention_fwd_fake(q, k, v, causal, sm_scale):
 
 @torch.library.custom_op("sixn::attention_bwd", mutates_args=())
 def attention_bwd(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                  out: torch.Tensor, lse: torch.Tensor, grad_lse: torch.Tensor | None,
+                  out: torch.Tensor, lse: torch.Tensor, grad_lse: Optional[torch.Tensor],
                   causal: bool, sm_scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dq, dk, dv), contiguous, in q's dtype."""
     return _bwd(grad_out, q, k, v, out, lse, grad_lse, causal, sm_scale)
@@ -714,6 +714,7 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(q, k, v, out, lse)
     ctx.causal = causal
     ctx.sm_scale = sm_scale
+    ctx.set_materialize_grads(False)  # an unused lse gets grad None, not a tensor of zeros
 
 
 def _backward(ctx, grad_out, grad_lse):

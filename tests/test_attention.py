@@ -13,9 +13,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import kernels  # noqa: F401  (sets TRITON_INTERPRET without CUDA, registers the sixn ops)
-from kernels.attention import (AttentionExec, attention, attention_exec, attention_reference,
-                               kernel_config)
-from model.flops import visited_block_pairs
+from kernels.attention import attention, attention_exec, attention_reference, kernel_config
+from model.flops import AttentionExec, visited_block_pairs
 
 HAS_CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if HAS_CUDA else "cpu"
@@ -153,6 +152,17 @@ def test_lse_and_its_gradient():
     for name, a, b in (("dq", qt.grad, q64.grad), ("dk", kt.grad, k64.grad), ("dv", vt.grad, v64.grad)):
         assert_close(f"{name} with d lse", a, b, atol=2e-5, rtol=1e-4)
 
+    # lse alone (out unused: its gradient reaches the backward as None)
+    qt, kt, vt = (t.clone().requires_grad_() for t in (q, k, v))
+    torch.ops.sixn.attention_fwd(qt, kt, vt, True, scale)[1].sum().backward()
+    q64, k64, v64 = (t.detach().double().cpu().requires_grad_() for t in (q, k, v))
+    s = ((q64 @ k64.transpose(-2, -1)) * scale).masked_fill(
+        ~torch.ones(T, T, dtype=torch.bool).tril(), float("-inf"))
+    torch.logsumexp(s, dim=-1).sum().backward()
+    assert_close("dq from lse alone", qt.grad, q64.grad, atol=2e-5, rtol=1e-4)
+    assert_close("dk from lse alone", kt.grad, k64.grad, atol=2e-5, rtol=1e-4)
+    assert vt.grad is None or not vt.grad.any()
+
 
 def test_sm_scale_is_used():
     q, k, v = make_qkv(1, 1, 20, 16, torch.float32)
@@ -231,7 +241,10 @@ def test_flop_counter_mode_counts_what_the_kernels_execute(T, D, causal, dtype):
         assert fwd < dense.forward_flops(B, H, T, D, causal)
         assert fwd + bwd != (dense.forward_flops(B, H, T, D, causal)
                              + dense.backward_flops(B, H, T, D, causal))
-    if not causal and T % 32 == 0:  # whole tiles, no mask: the dense square, plus the recompute
+    blocks = (cfg.fwd.block_m, cfg.fwd.block_n, cfg.dkdv.block_m, cfg.dkdv.block_n,
+              cfg.dq.block_m, cfg.dq.block_n)
+    if not causal and bd == D and all(T % b == 0 for b in blocks):
+        # whole tiles and no mask: the dense square, and the backward's QK^T recompute on top
         assert fwd == dense.forward_flops(B, H, T, D, causal)
         assert bwd == dense.backward_flops(B, H, T, D, causal) * 7 // 4
 

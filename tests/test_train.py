@@ -217,3 +217,23 @@ def test_two_batch_estimator_recovers_known_noise():
     assert (g2, s) == (pytest.approx(4.0), pytest.approx(1.0))
     with pytest.raises(ValueError):
         two_batch_estimates(1.0, 1.0, 4, 2)
+
+
+@pytest.mark.gpu
+def test_gpu_bf16_run_and_resume(corpus, tmp_path):
+    """On a GPU: bf16 autocast, the default GPU backend, measured FLOPs, resume after a stop."""
+    from scaling.sweep import gpu_backend
+    backend = gpu_backend()
+    t = TCFG.replace(device="cuda", dtype="bfloat16", backend=backend)
+    cfg = GPTConfig.from_shape(2, 64, n_ctx=16, n_vocab=256, n_head=4)
+    full = train(cfg, t, corpus, tmp_path / "full").rows
+    assert all(math.isfinite(float(r["val_loss"])) for r in full)
+    assert float(full[-1]["val_loss"]) < float(full[0]["val_loss"])
+    if backend == "triton":
+        assert float(full[-1]["C_measured"]) > 0
+    with pytest.raises(Stop):
+        train(cfg, t, corpus, tmp_path / "cut", callback=_stop_after(15))
+    resumed = train(cfg, t, corpus, tmp_path / "cut").rows
+    assert [r["step"] for r in resumed] == [r["step"] for r in full]
+    for a, b in zip(full, resumed):  # GPU kernels need not be bitwise deterministic
+        assert float(a["val_loss"]) == pytest.approx(float(b["val_loss"]), rel=2e-2)

@@ -118,9 +118,10 @@ def _brief(exp: dict) -> dict:
 def _table(rows: list[dict]) -> str:
     def f(v, fmt):
         return "-" if v is None else format(v, fmt)
-    lines = [f"{'run':<34} {'state':<9} {'N':>9} {'tokens':>9} {'val':>7} {'best':>7} {'B_simple':>9} {'s':>6}"]
+    lines = [f"{'run':<34} {'state':<13} {'N':>9} {'tokens':>9} {'val':>7} {'best':>7} {'B_simple':>9} {'s':>6}"]
     for r in rows:
-        lines.append(f"{r['name']:<34} {r['state']:<9} {f(r.get('N'), '9.3g')} {f(r.get('D'), '9.3g')} "
+        state = r.get("status") or r["state"]  # done / early_stopped, or diverged / partial / new
+        lines.append(f"{r['name']:<34} {state:<13} {f(r.get('N'), '9.3g')} {f(r.get('D'), '9.3g')} "
                      f"{f(r.get('val_loss'), '7.4f')} {f(r.get('best_val_loss'), '7.4f')} "
                      f"{f(r.get('b_simple'), '9.3g')} {f(r.get('elapsed_s'), '6.0f')}")
     return "\n".join(lines)

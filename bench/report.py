@@ -453,7 +453,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="report folder (default results/report-<device>-<date>[-quick])")
     p.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES),
                    help="run only these stages")
-    p.add_argument("--restart", action="store_true", help="redo stages that already finished")
+    p.add_argument("--restart", action="store_true",
+                   help="redo the chosen stages (--stages) even if they finished before")
     p.add_argument("--json", action="store_true", help="print a JSON summary at the end")
 
 
@@ -468,8 +469,10 @@ def run(args: argparse.Namespace) -> int:
     plan = {"device": device, "quick": args.quick, "stages": list(args.stages)}
     prov = provenance(device)
     state_path = folder / "stages.json"
-    state = json.loads(state_path.read_text()) if state_path.exists() and not args.restart else {}
-    state = state.get("stages", state) if isinstance(state, dict) else {}
+    state = json.loads(state_path.read_text()).get("stages", {}) if state_path.exists() else {}
+    if args.restart:  # redo the chosen stages; the others keep what they had
+        for name in args.stages:
+            state.pop(name, None)
     t_all = time.perf_counter()
     for i, name in enumerate(args.stages):
         if state.get(name, {}).get("status") == "done":

@@ -394,8 +394,10 @@ def _section_scaling(folder: Path, fig: Figures) -> list[str]:
         rows.append(["Kaplan et al. (published)", fig(F, pub, "kaplan", "L_N", "alpha_N", fmt=".3g"), "-",
                      fig(F, pub, "kaplan", "L_Cmin", "alpha_C", fmt=".3g"),
                      fig(F, pub, "kaplan", "N_opt", "a", fmt=".3g")])
-        lines += ["Fitted exponents with 95% bootstrap intervals, one row per compute convention "
-                  "(the N axis of L(N) is the non-embedding count in every row; the compute axis changes):",
+        lines += ["Fitted exponents with 95% bootstrap intervals, one row per compute convention. Each "
+                  "convention's N is the one its compute implies, N = C / 6D: Kaplan's non-embedding N "
+                  "under kaplan_6N, and larger effective sizes where the head, the context term or the "
+                  "measured work are counted. The same runs, counted differently, give other exponents:",
                   "", _md_table(["convention", "alpha_N", "R^2 (log)", "alpha_C", "N_opt ~ C^a"], rows), ""]
         skipped = fits.get("skipped", [])
         if skipped:

@@ -414,7 +414,7 @@ def write_report(folder: Path, plan: dict, prov: dict, stage_info: dict) -> Path
     head = [
         f"# sixn report: {prov['device']}",
         "",
-        f"Made by `{prov['command']}` on {prov['date']} (git {prov['git_commit']}); torch "
+        f"Written by `{prov['command']}` on {prov['date']} (git {prov['git_commit']}); torch "
         f"{prov['torch']}, triton {prov['triton']}, driver {prov['driver']}, Python {prov['python']}."
         + (" Quick mode: small sizes, a smoke run." if plan["quick"] else ""),
         "",
@@ -424,10 +424,14 @@ def write_report(folder: Path, plan: dict, prov: dict, stage_info: dict) -> Path
     ]
     body = (_section_flops(folder, fig) + _section_bench(folder, fig) + _section_validate(folder, fig)
             + _section_scaling(folder, fig))
-    tail = ["## Stages", "", _md_table(
-        ["stage", "status", "seconds"],
+    tail = ["## Stages", "", "Each stage records the run that made it (a resumed report keeps earlier stages):",
+            "", _md_table(
+        ["stage", "status", "seconds", "started", "git commit", "command"],
         [[s, fig("stages.json", "stages", s, "status", fmt="str"),
-          fig("stages.json", "stages", s, "seconds", fmt=".0f")] for s in STAGES]), ""]
+          fig("stages.json", "stages", s, "seconds", fmt=".0f"),
+          fig("stages.json", "stages", s, "date", fmt="str"),
+          fig("stages.json", "stages", s, "git_commit", fmt="str"),
+          "`" + fig("stages.json", "stages", s, "command", fmt="str") + "`"] for s in STAGES]), ""]
     if plan["device"] == "cpu":
         tail += ["On a CPU this report has no GPU figures: no datasheet peak or MFU, no kernel timings, "
                  "no Nsight Compute counts. Run `sixn report` on a GPU for those.", ""]
@@ -489,7 +493,9 @@ def run(args: argparse.Namespace) -> int:
         except Exception as e:  # a failed stage is reported, the others still run
             info, status = {"error": f"{type(e).__name__}: {e}"}, "failed"
             print(f"[sixn report] {name} failed: {e}", file=sys.stderr, flush=True)
-        state[name] = {"status": status, "seconds": round(time.perf_counter() - t0, 1), **info}
+        state[name] = {"status": status, "seconds": round(time.perf_counter() - t0, 1),
+                       "date": prov["date"], "git_commit": prov["git_commit"],
+                       "command": prov["command"], **info}
         write_json(state_path, {"plan": plan, "stages": state}, prov)
     report = write_report(folder, plan, prov, state)
     failed = [s for s in args.stages if state.get(s, {}).get("status") != "done"]

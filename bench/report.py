@@ -28,7 +28,6 @@ import importlib
 import io
 import json
 import math
-import re
 import sys
 import time
 from pathlib import Path

@@ -17,8 +17,6 @@ Fitted laws are in the legends; shaded bands are 2.5-97.5 % bootstrap bands of t
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Mapping
 
@@ -68,17 +66,10 @@ def _footer(fig: Figure) -> None:
 
 def _save(fig: Figure, path: Path) -> Path:
     """Write the PNG atomically (temporary file in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from bench.provenance import atomic_path
     _footer(fig)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 

@@ -30,9 +30,7 @@ import dataclasses
 import io
 import json
 import math
-import os
 import statistics
-import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -40,7 +38,8 @@ from typing import Callable
 
 import torch
 
-from bench.provenance import atomic_write_text, provenance, write_json, PROVENANCE_FIELDS
+from bench.provenance import (PROVENANCE_FIELDS, atomic_path, atomic_write_text, provenance,
+                              write_json)
 from model.config import GPTConfig
 from model.flops import param_counts, flops_per_token, pf_days
 
@@ -232,16 +231,8 @@ def append_row(path: Path, row: dict, prov: dict) -> None:
 
 def save_checkpoint(path: Path, state: dict) -> None:
     """torch.save to a temporary file beside `path`, then os.replace: never a torn checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def load_checkpoint(path: Path) -> dict:

@@ -458,7 +458,7 @@ def _run_sweep(plan, out_dir, dev: str, quick: bool, progress: bool, fit: bool) 
     if fit:
         notes = fit_and_plot(sweep_dir)
         for n in notes:
-            if progress:
+            if progress or not n.endswith(" done"):  # a failed fit or plot is always said
                 print(f"sixn scale: {n}", file=sys.stderr)
     return sweep_dir
 

@@ -38,7 +38,9 @@ def _git_commit() -> str:
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_root(), capture_output=True,
                              text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        # results/ is output, not code: rewriting a committed result does not make the code dirty
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)results"],
                                cwd=repo_root(), capture_output=True, text=True, timeout=10).stdout
         return (sha + ("-dirty" if dirty.strip() else "")) if sha else "unknown"
     except (OSError, subprocess.SubprocessError):

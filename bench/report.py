@@ -486,6 +486,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         print(f"[sixn report] {i + 1}/{len(args.stages)} {name} ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
+        started = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         try:
             info = STAGE_FUNCS[name](folder, plan)
             status = "done"
@@ -493,7 +494,7 @@ def run(args: argparse.Namespace) -> int:
             info, status = {"error": f"{type(e).__name__}: {e}"}, "failed"
             print(f"[sixn report] {name} failed: {e}", file=sys.stderr, flush=True)
         state[name] = {"status": status, "seconds": round(time.perf_counter() - t0, 1),
-                       "date": prov["date"], "git_commit": prov["git_commit"],
+                       "date": started, "git_commit": prov["git_commit"],
                        "command": prov["command"], **info}
         write_json(state_path, {"plan": plan, "stages": state}, prov)
     report = write_report(folder, plan, prov, state)

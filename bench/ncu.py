@@ -368,7 +368,8 @@ def gemm_self_check(n: int = GEMM_CHECK_N, workdir: str | Path | None = None) ->
     with tempfile.TemporaryDirectory(prefix="sixn-ncu-") as tmp:
         text, _ = profile(child_command("gemm", {"n": n}), all_metrics(), workdir or tmp)
     s = summarize(parse_raw_csv(text))
-    expected = 2 * n ** 3
+    from model.flops import EXACT_GEMM
+    expected = EXACT_GEMM.forward_flops(n, n, n)  # 2 n^3
     rel = s["total"] / expected - 1.0
     out = {"n": n, "expected": expected, "measured": s["total"], "rel_error": rel,
            "tensor_by_family": s["tensor_by_family"], "family_check": s["family_check"],

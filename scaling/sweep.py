@@ -215,7 +215,7 @@ def build_plan(preset_set: str = "cpu", *, quick: bool = False, sizes: list[str]
         # L(D) and L(N, D): the second and third largest ladder sizes (quick: the second largest;
         # the largest would double the sweep's time) on nested data subsets, trained with early
         # stopping on the validation loss (Kaplan's protocol).
-        by_n = sorted(shapes, key=lambda s: 12 * s[0] * s[1] ** 2)
+        by_n = sorted(shapes, key=lambda s: param_counts(_model(*s, n_ctx, backend)).nonembedding)
         picks = by_n[-2:-1] if quick or len(by_n) < 3 else by_n[-3:-1]
         picks = picks or by_n
         fracs = (1 / 64, 1 / 16, 1 / 4) if not quick else (1 / 16, 1 / 4)

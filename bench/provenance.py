@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as _dt
+import io
 import json
 import os
 import platform
@@ -142,28 +143,35 @@ def _json_default(o: Any):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def read_csv_rows(path: str | Path) -> tuple[list[str], list[dict]]:
+    """(header, rows) of a CSV; ([], []) when the file does not exist."""
+    path = Path(path)
+    if not path.exists():
+        return [], []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def write_csv_rows(path: str | Path, fieldnames: list[str], rows: list[dict]) -> Path:
+    """Rows written atomically as they are (they already carry their provenance columns)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fieldnames, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    return atomic_write_text(path, buf.getvalue())
+
+
 def append_csv(path: str | Path, rows: Iterable[dict], prov: dict | None = None) -> Path:
     """Append rows to a CSV, each with the provenance columns. New columns rewrite the header."""
-    path = Path(path)
     prov = prov or provenance()
     new = [{**r, **{k: prov[k] for k in PROVENANCE_FIELDS}} for r in rows]
-    old: list[dict] = []
-    fields: list[str] = []
-    if path.exists():
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            fields = list(reader.fieldnames or [])
-            old = list(reader)
+    fields, old = read_csv_rows(path)
     for r in new:
         for k in r:
             if k not in fields:
                 fields.append(k)
-    import io
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
-    w.writeheader()
-    w.writerows(old + new)
-    return atomic_write_text(path, buf.getvalue())
+    return write_csv_rows(path, fields, old + new)
 
 
 def write_csv(path: str | Path, rows: list[dict], prov: dict | None = None) -> Path:

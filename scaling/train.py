@@ -25,9 +25,7 @@ and <run>/diverged.json says where and why.
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
-import io
 import json
 import math
 import statistics
@@ -38,8 +36,8 @@ from typing import Callable
 
 import torch
 
-from bench.provenance import (PROVENANCE_FIELDS, atomic_path, atomic_write_text, provenance,
-                              write_json)
+from bench.provenance import (PROVENANCE_FIELDS, atomic_path, provenance,
+                              read_csv_rows, write_csv_rows, write_json)
 from model.config import GPTConfig
 from model.flops import param_counts, flops_per_token, pf_days
 
@@ -200,23 +198,6 @@ def _flop_counter_step(cfg: GPTConfig, batch: int, seq_len: int) -> tuple[int | 
 # --------------------------------------------------------------------------------------------
 # Files
 # --------------------------------------------------------------------------------------------
-
-def read_csv_rows(path: Path) -> tuple[list[str], list[dict]]:
-    if not path.exists():
-        return [], []
-    with open(path, newline="") as f:
-        r = csv.DictReader(f)
-        return list(r.fieldnames or []), list(r)
-
-
-def write_csv_rows(path: Path, fieldnames: list[str], rows: list[dict]) -> None:
-    """Rows that already carry their provenance columns, written atomically as they are."""
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=fieldnames, extrasaction="ignore")
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
-
 
 def append_row(path: Path, row: dict, prov: dict) -> None:
     """Append one row (with provenance columns) to a CSV, atomically (the file is rewritten)."""

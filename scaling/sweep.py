@@ -38,12 +38,13 @@ from pathlib import Path
 
 import torch
 
-from bench.provenance import device_slug, provenance, results_root, write_csv, write_json
+from bench.provenance import (device_slug, provenance, read_csv_rows, results_root, write_csv,
+                              write_csv_rows, write_json)
 from model.config import GPTConfig
 from model.flops import flops_per_token, param_counts
 from model.presets import PRESETS
 
-from .train import LOG_COLUMNS, TrainConfig, TrainingDiverged, read_csv_rows, train, write_csv_rows
+from .train import LOG_COLUMNS, TrainConfig, TrainingDiverged, train
 
 KINDS = ("ladder", "data", "shape")
 PRESET_SETS = ("cpu", "gpu")

@@ -81,11 +81,16 @@ class GPTConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "GPTConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"GPTConfig: unknown fields {sorted(unknown)}; known: {sorted(names)}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d)
+
+
+def dataclass_from_dict(cls, d: dict):
+    """cls(**d) for a dataclass, with a clear error naming unknown fields."""
+    names = {f.name for f in fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown fields {sorted(unknown)}; known: {sorted(names)}")
+    return cls(**d)
 
 
 def _largest_head_count(d_attn: int) -> int:

@@ -30,7 +30,7 @@ import json
 import math
 import statistics
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -38,7 +38,7 @@ import torch
 
 from bench.provenance import (PROVENANCE_FIELDS, atomic_path, provenance,
                               read_csv_rows, write_csv_rows, write_json)
-from model.config import GPTConfig
+from model.config import GPTConfig, dataclass_from_dict
 from model.flops import param_counts, flops_per_token, pf_days
 
 from .data import Corpus
@@ -140,11 +140,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"TrainConfig: unknown fields {sorted(unknown)}; known: {sorted(names)}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:

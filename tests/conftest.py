@@ -27,3 +27,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not HAS_CUDA:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture
+def one_thread():
+    """The CI machine's 2 cores are shared: OpenMP threads waiting on each other make tiny models'
+    steps up to 100x slower. One torch thread keeps CPU runs short and stable."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

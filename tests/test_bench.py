@@ -25,14 +25,7 @@ JSON_KEYS = {"preset", "provider", "device", "batch", "seq_len", "tokens_per_s",
              "peak_mem_gb"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The CI machine's 2 cores are shared by several test processes: OpenMP threads that wait on
-    each other then make tiny steps 100x slower. One thread keeps CPU timings short and stable."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _results() -> Path:

@@ -4,7 +4,6 @@ import csv
 import json
 import math
 
-import torch
 
 from bench.cli import main
 from bench.provenance import PROVENANCE_FIELDS
@@ -12,15 +11,10 @@ from model.flops import accounting
 from model.presets import get_preset
 
 
-def test_bench_ddp_two_gloo_processes(capsys, tmp_path):
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        rc = main(["bench", "--device", "cpu", "--preset", "tiny", "--provider", "torch",
-                   "--steps", "3", "--warmup", "1", "--batch", "2", "--seq-len", "32",
-                   "--ddp", "2", "--json", "--no-plots", "--csv", str(tmp_path / "extra.csv")])
-    finally:
-        torch.set_num_threads(n)
+def test_bench_ddp_two_gloo_processes(capsys, tmp_path, one_thread):
+    rc = main(["bench", "--device", "cpu", "--preset", "tiny", "--provider", "torch",
+               "--steps", "3", "--warmup", "1", "--batch", "2", "--seq-len", "32",
+               "--ddp", "2", "--json", "--no-plots", "--csv", str(tmp_path / "extra.csv")])
     cap = capsys.readouterr()
     assert rc == 0, cap.err
     assert "[sixn bench ddp]" in cap.err            # the ranks' progress, forwarded

@@ -7,7 +7,6 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 
 from bench.cli import main
 from model.flops import param_counts
@@ -26,12 +25,7 @@ SUMMARY_COLUMNS = ("run", "kind", "N", "N_total", "n_layer", "d_model", "D", "st
                    "C_full_model", "C_measured", "b_simple", "corpus_fingerprint")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -27,13 +27,7 @@ COMPARED = ("step", "tokens", "lr", "train_loss", "val_loss", "transfer_loss", "
             "C_kaplan_6N", "C_full_model", "C_measured")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread, and are not stalled by other processes' load."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -6,22 +6,21 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "flops": ("bench.flops_cmd", "parameters and FLOPs per token of a model, analytic or measured"),
-    "validate": ("bench.validate", "the 6N study: measured executed FLOPs over a grid of shapes"),
-    "bench": ("bench.throughput", "benchmark this device: roofs, kernels, training step, MFU/HFU"),
-    "kernels": ("bench.kernels", "attention and MLP kernel TFLOP/s against PyTorch's (GPU)"),
-    "scale": ("scaling.cli", "train a ladder of model sizes and fit scaling laws"),
-    "fit": ("scaling.fit_cmd", "fit Kaplan/Chinchilla laws to a loss table (CSV)"),
-    "report": ("bench.report", "the main job: benchmark, 6N validation and scaling sweep in one report"),
+    "flops": ("sixn.bench.commands.flops", "parameters and FLOPs per token of a model, analytic or measured"),
+    "validate": ("sixn.bench.commands.validate", "the 6N study: measured executed FLOPs over a grid of shapes"),
+    "bench": ("sixn.bench.commands.bench", "benchmark this device: roofs, kernels, training step, MFU/HFU"),
+    "kernels": ("sixn.bench.commands.kernels", "attention and MLP kernel TFLOP/s against PyTorch's (GPU)"),
+    "scale": ("sixn.bench.commands.scale", "train a ladder of model sizes and fit scaling laws"),
+    "fit": ("sixn.bench.commands.fit", "fit Kaplan/Chinchilla laws to a loss table (CSV)"),
+    "report": ("sixn.bench.commands.report", "the main job: benchmark, 6N validation and scaling sweep in one report"),
 }
 
 
-from bench.errors import CLIError  # noqa: E402  (re-exported: commands raise bench.cli.CLIError)
+from sixn.bench.errors import CLIError  # noqa: E402  (re-exported: commands raise bench.cli.CLIError)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,17 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _interpret_without_gpu() -> None:
-    """Without a CUDA device, Triton kernels can only run in the interpreter, which must be chosen
-    before triton is first imported (any command may import it)."""
-    import torch
-    if not torch.cuda.is_available():
-        os.environ.setdefault("TRITON_INTERPRET", "1")
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    _interpret_without_gpu()
     top = _parser()
     if not argv or argv[0] in ("-h", "--help"):
         top.print_help()

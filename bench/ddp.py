@@ -2,7 +2,7 @@
 
 Run under torchrun, one process per device:
 
-  torchrun --standalone --nproc_per_node 2 -m bench.ddp --device cpu --preset tiny --out ddp.json
+  torchrun --standalone --nproc_per_node 2 -m sixn.bench.ddp --device cpu --preset tiny --out ddp.json
 
 Every rank builds the same model (same seed), wraps it in DistributedDataParallel, draws its own
 random batch and times the same fixed number of steps (bench.train_step.time_steps: each step ends
@@ -27,7 +27,7 @@ import torch
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench.ddp", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m sixn.bench.ddp", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", choices=("cpu", "cuda"), required=True)
     p.add_argument("--preset", action="append", required=True)
@@ -47,12 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    from bench.provenance import atomic_write_text, device_name
-    from bench.train_step import (DEFAULT_STEPS, DEFAULT_WARMUP, build_step,
+    from sixn.bench.results import atomic_write_text, device_name
+    from sixn.bench.step import (DEFAULT_STEPS, DEFAULT_WARMUP, build_step,
                                   check_providers, error_row, flops_per_token, make_row,
                                   step_shape, time_steps)
-    from model.flops import accounting
-    from model.presets import get_preset
+    from sixn.model.flops import accounting
+    from sixn.model.presets import get_preset
 
     args = _parser().parse_args(argv)
     if "RANK" not in os.environ:
@@ -140,7 +140,7 @@ def run_ddp(nproc: int, device: torch.device, presets: list[str], providers: lis
     """Launch `nproc` ranks of this module through torch.distributed.run; rank 0's rows.
 
     The children's output (progress) is forwarded to our stderr line by line."""
-    from bench.provenance import repo_root
+    from sixn.bench.results import repo_root
     if nproc < 1:
         raise ValueError(f"--ddp needs at least 1 process, got {nproc}")
     if device.type == "cuda" and nproc > torch.cuda.device_count():
@@ -148,7 +148,7 @@ def run_ddp(nproc: int, device: torch.device, presets: list[str], providers: lis
     with tempfile.TemporaryDirectory(prefix="sixn-ddp-") as tmp:
         out = Path(tmp) / "ddp.json"
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={nproc}", "-m", "bench.ddp", "--device", device.type, "--out", str(out)]
+               f"--nproc_per_node={nproc}", "-m", "sixn.bench.ddp", "--device", device.type, "--out", str(out)]
         for p in presets:
             cmd += ["--preset", p]
         for p in providers:

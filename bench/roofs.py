@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from bench.timing import bench
-from model.flops import EXACT_GEMM
+from sixn.bench.timing import bench
+from sixn.model.flops import EXACT_GEMM
 
 # (M, N, K) of the measured products
 GPU_GEMM_SHAPES = ((8192, 8192, 8192), (8192, 8192, 4096), (4096, 16384, 4096))
@@ -138,7 +138,7 @@ def roof_rows(roofs: Roofs, device_name: str, peak_flops: float | None) -> list[
 
     They carry the keys of the training-step rows (bench.train_step.ROW_KEYS) with the step-only
     ones set to None; "mfu" of a GEMM row is its fraction of the datasheet peak (None without one)."""
-    from bench.train_step import empty_row
+    from sixn.bench.step import empty_row
     rows = []
     for g in roofs.gemms:
         r = empty_row()

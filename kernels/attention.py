@@ -59,9 +59,9 @@ import triton
 import triton.language as tl
 from torch.utils.flop_counter import register_flop_formula
 
-from model.flops import AttentionExec
+from sixn.model.flops import AttentionExec
 
-from ._util import check_device, check_dtype
+from .runtime import check_device, check_dtype
 
 LOG2E = 1.4426950408889634  # 1/ln(2): exp(x) = exp2(x * LOG2E)
 MAX_HEAD_DIM = 256
@@ -764,7 +764,7 @@ def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causa
                         sm_scale: float | None = None, upcast: bool = True) -> torch.Tensor:
     """The same function as explicit matmuls. upcast=True computes in fp32 (float64 inputs stay
     float64) and returns q's dtype; upcast=False computes the products in q's dtype with the
-    softmax in fp32, as model.gpt.reference_attention and a plain low-precision model do."""
+    softmax in fp32, as the model's torch backend and a plain low-precision model do."""
     dtype = q.dtype
     T, D = q.shape[-2], q.shape[-1]
     scale = 1.0 / math.sqrt(D) if sm_scale is None else sm_scale

@@ -53,9 +53,9 @@ import triton
 import triton.language as tl
 from torch.utils.flop_counter import register_flop_formula
 
-from model.flops import GemmExec
+from sixn.model.flops import GemmExec
 
-from ._util import SUPPORTED_DTYPES, check_device, check_dtype
+from .runtime import SUPPORTED_DTYPES, check_device, check_dtype
 
 # Save the pre-activation for backward (False) or recompute it there (True); see module docstring.
 RECOMPUTE = False

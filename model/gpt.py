@@ -20,20 +20,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from sixn.kernels.backends import attention_op, mlp_up_op
+
 from .config import GPTConfig
-
-
-def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True,
-                        sm_scale: float | None = None) -> torch.Tensor:
-    """softmax(q k^T * scale + mask) v on (B, H, T, D) tensors, as explicit matmuls."""
-    T, D = q.shape[-2], q.shape[-1]
-    scale = 1.0 / math.sqrt(D) if sm_scale is None else sm_scale
-    s = torch.matmul(q, k.transpose(-2, -1)) * scale            # (B, H, T, T)
-    if causal:
-        mask = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
-        s = s.masked_fill(~mask, float("-inf"))
-    p = torch.softmax(s.float(), dim=-1).to(q.dtype)
-    return torch.matmul(p, v)                                   # (B, H, T, D)
 
 
 class CausalSelfAttention(nn.Module):
@@ -42,20 +31,14 @@ class CausalSelfAttention(nn.Module):
         self.cfg = cfg
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_attn, bias=cfg.bias)
         self.proj = nn.Linear(cfg.d_attn, cfg.d_model, bias=cfg.bias)
+        self.attend = attention_op(cfg.backend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape
         H, Dh = self.cfg.n_head, self.cfg.head_dim
         q, k, v = self.qkv(x).split(self.cfg.d_attn, dim=2)     # each (B, T, d_attn)
         q, k, v = (t.view(B, T, H, Dh).transpose(1, 2) for t in (q, k, v))  # (B, H, T, Dh)
-        backend = self.cfg.backend
-        if backend == "triton":
-            from kernels import attention
-            y = attention(q, k, v, causal=True)
-        elif backend == "sdpa":
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        else:
-            y = reference_attention(q, k, v, causal=True)
+        y = self.attend(q, k, v, causal=True)                   # (B, H, T, Dh)
         y = y.transpose(1, 2).reshape(B, T, self.cfg.d_attn)
         return self.proj(y)
 
@@ -66,14 +49,10 @@ class MLP(nn.Module):
         self.cfg = cfg
         self.fc = nn.Linear(cfg.d_model, cfg.d_ff, bias=cfg.bias)
         self.proj = nn.Linear(cfg.d_ff, cfg.d_model, bias=cfg.bias)
+        self.up = mlp_up_op(cfg.backend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.cfg.backend == "triton":
-            from kernels import linear_gelu
-            h = linear_gelu(x, self.fc.weight, self.fc.bias)
-        else:
-            h = F.gelu(self.fc(x), approximate="tanh")
-        return self.proj(h)
+        return self.proj(self.up(x, self.fc.weight, self.fc.bias))
 
 
 class Block(nn.Module):

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.provenance import write_json
+from sixn.bench.results import write_json
 
 NUMERIC = ("n_layer", "d_model", "n_head", "d_ff", "n_ctx", "n_vocab", "N", "N_total", "batch_size",
            "batch_tokens", "data_tokens", "step", "tokens", "lr", "train_loss", "val_loss",

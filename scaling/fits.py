@@ -50,7 +50,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 from scipy import optimize
 
-from model.flops import PF_DAY, KAPLAN_FLOPS_PER_PARAM_TOKEN, params_from_compute
+from sixn.model.flops import PF_DAY, KAPLAN_FLOPS_PER_PARAM_TOKEN, params_from_compute
 
 HUBER_DELTA = 1e-3
 DEFAULT_BOOTSTRAP = 100
@@ -1021,7 +1021,7 @@ def comparison_table(result: Mapping) -> list[dict]:
 
 
 def write_fits(result: Mapping, sweep_dir: str | Path) -> tuple[Path, Path]:
-    from bench.provenance import write_csv, write_json
+    from sixn.bench.results import write_csv, write_json
     sweep = Path(sweep_dir)
     j = write_json(sweep / "fits.json", dict(result))
     c = write_csv(sweep / "fits.csv", [
@@ -1051,9 +1051,9 @@ def synthetic_sweep(sweep_dir: str | Path, *, seed: int = 0, noise: float = 0.00
     L(N, D) (N non-embedding, D tokens seen) with log-normal noise, whose b_simple follows
     B_crit(L) = B_star / L^(1/alpha_B) (tokens), and whose compute columns come from
     model.flops for each shape. measured=False leaves C_measured empty."""
-    from bench.provenance import write_csv
-    from model.config import GPTConfig
-    from model.flops import accounting, pf_days
+    from sixn.bench.results import write_csv
+    from sixn.model.config import GPTConfig
+    from sixn.model.flops import accounting, pf_days
 
     rng = np.random.default_rng(seed)
     sweep = Path(sweep_dir)

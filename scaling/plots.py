@@ -25,8 +25,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-from model.flops import PF_DAY
-from scaling import fits as F
+from sixn.model.flops import PF_DAY
+from sixn.scaling import fits as F
 
 PANEL_CONVENTIONS = ("kaplan_6N", "measured")
 LABELS = {"kaplan_6N": "6N compute (Kaplan)", "kaplan_6N_context": "6N + context compute",
@@ -58,7 +58,7 @@ def _figure(n_panels: int, title: str) -> tuple[Figure, list]:
 
 
 def _footer(fig: Figure) -> None:
-    from bench.provenance import provenance
+    from sixn.bench.results import provenance
     p = provenance()
     fig.text(0.995, 0.002, f"sixn {p['git_commit'][:12]}  {p['date']}", ha="right", va="bottom",
              fontsize=6, color="0.5")
@@ -66,7 +66,7 @@ def _footer(fig: Figure) -> None:
 
 def _save(fig: Figure, path: Path) -> Path:
     """Write the PNG atomically (temporary file in the same folder, then rename)."""
-    from bench.provenance import atomic_path
+    from sixn.bench.results import atomic_path
     _footer(fig)
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=120)

@@ -38,11 +38,11 @@ from pathlib import Path
 
 import torch
 
-from bench.provenance import (device_slug, provenance, read_csv_rows, results_root, write_csv,
+from sixn.bench.results import (device_slug, provenance, read_csv_rows, results_root, write_csv,
                               write_csv_rows, write_json)
-from model.config import GPTConfig
-from model.flops import flops_per_token, param_counts
-from model.presets import PRESETS
+from sixn.model.config import GPTConfig
+from sixn.model.flops import flops_per_token, param_counts
+from sixn.model.presets import PRESETS
 
 from .train import LOG_COLUMNS, TrainConfig, TrainingDiverged, train
 
@@ -177,14 +177,6 @@ def gpu_train(N: int, quick: bool, backend: str, steps: int | None = None) -> Tr
                        dtype="bfloat16", backend=backend)
 
 
-def gpu_backend() -> str:
-    try:
-        import kernels  # noqa: F401
-    except Exception:  # any failure to build/import the kernels: fall back to PyTorch's fused attention
-        return "sdpa"
-    return "triton"
-
-
 def build_plan(preset_set: str = "cpu", *, quick: bool = False, sizes: list[str] | None = None,
                data_limited: bool = False, shape: bool = False, transfer: bool = False,
                corpus: list[str] | None = None, bpe_vocab: int | None = None,
@@ -194,7 +186,7 @@ def build_plan(preset_set: str = "cpu", *, quick: bool = False, sizes: list[str]
     if preset_set not in PRESET_SETS:
         raise ValueError(f"unknown preset set {preset_set!r}; supported: {', '.join(PRESET_SETS)}")
     gpu = preset_set == "gpu"
-    backend = gpu_backend() if gpu else "torch"
+    backend = "triton" if gpu else "torch"
     n_ctx = 256 if gpu else 64
     if sizes:
         shapes = [parse_size(s, preset_set) for s in sizes]
@@ -467,7 +459,7 @@ def _run_sweep(plan, out_dir, dev: str, quick: bool, progress: bool, fit: bool) 
 def fit_and_plot(sweep_dir: Path) -> list[str]:
     """Call scaling.fits.fit_sweep and scaling.plots.plot_sweep when they exist; say what happened."""
     notes = []
-    for mod, fn in (("scaling.fits", "fit_sweep"), ("scaling.plots", "plot_sweep")):
+    for mod, fn in (("sixn.scaling.fits", "fit_sweep"), ("sixn.scaling.plots", "plot_sweep")):
         try:
             module = __import__(mod, fromlist=[fn])
             func = getattr(module, fn)

@@ -36,10 +36,10 @@ from typing import Callable
 
 import torch
 
-from bench.provenance import (PROVENANCE_FIELDS, atomic_path, provenance,
+from sixn.bench.results import (PROVENANCE_FIELDS, atomic_path, provenance,
                               read_csv_rows, write_csv_rows, write_json)
-from model.config import GPTConfig, dataclass_from_dict
-from model.flops import param_counts, flops_per_token, pf_days
+from sixn.model.config import GPTConfig, dataclass_from_dict
+from sixn.model.flops import param_counts, flops_per_token, pf_days
 
 from .data import Corpus
 from .noise import NoiseScale, flat_grad, set_flat_grad
@@ -166,7 +166,7 @@ def measure_step_flops(cfg: GPTConfig, batch: int, seq_len: int) -> tuple[int | 
         return None, ("not measured: the dispatch counter does not count sdpa's fused attention "
                       "(run the torch or triton backend to get C_measured)")
     try:
-        from bench.counters import CounterError, count_step
+        from sixn.bench.counters import CounterError, count_step
     except ImportError:
         return _flop_counter_step(cfg, batch, seq_len)
     try:
@@ -179,7 +179,7 @@ def measure_step_flops(cfg: GPTConfig, batch: int, seq_len: int) -> tuple[int | 
 def _flop_counter_step(cfg: GPTConfig, batch: int, seq_len: int) -> tuple[int | None, str]:
     """Fallback when bench.counters is unavailable: FlopCounterMode over one real step on the CPU."""
     from torch.utils.flop_counter import FlopCounterMode
-    from model.gpt import GPT
+    from sixn.model.gpt import GPT
     if cfg.backend != "torch":
         return None, "not measured: bench.counters is unavailable and only the torch backend " \
                      "can be counted without it"
@@ -302,7 +302,7 @@ def train(cfg: GPTConfig, tcfg: TrainConfig, corpus: Corpus, run_dir: str | Path
 
     callback(step, model, optimizer) runs after every optimizer step (tests use it to interrupt
     a run); progress(name, step, total_steps, row) after every step, row set at evaluations."""
-    from model.gpt import GPT
+    from sixn.model.gpt import GPT
     run_dir = Path(run_dir)
     name = name or run_dir.name
     if cfg.backend != tcfg.backend:

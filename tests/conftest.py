@@ -1,11 +1,7 @@
-import os
-
 import pytest
 import torch
 
-# Without a GPU the Triton kernels run in the interpreter; this must be set before kernels/ is imported.
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+import sixn  # noqa: F401  (without a GPU, chooses the Triton interpreter before triton is imported)
 
 HAS_CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if HAS_CUDA else "cpu"

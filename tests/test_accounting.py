@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from model import GPT, GPTConfig, accounting, executed, flops_per_token, get_preset, param_counts
-from model.flops import (AttentionExec, ExecSpec, GemmExec, attention_overheads, padded,
+from sixn.model import GPT, GPTConfig, accounting, executed, flops_per_token, get_preset, param_counts
+from sixn.model.flops import (AttentionExec, ExecSpec, GemmExec, attention_overheads, padded,
                          visited_block_pairs)
-from model.presets import LADDER, PRESETS
+from sixn.model.presets import LADDER, PRESETS
 
 
 def test_gpt2_small_kaplan_figures():

@@ -5,21 +5,20 @@ On CPU the kernels run in the Triton interpreter (conftest sets TRITON_INTERPRET
 
 from __future__ import annotations
 
-import math
 import sys
 
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-import kernels  # noqa: F401  (sets TRITON_INTERPRET without CUDA, registers the sixn ops)
-from kernels.attention import attention, attention_exec, attention_reference, kernel_config
-from model.flops import AttentionExec, visited_block_pairs
+import sixn.kernels  # noqa: F401  (sets TRITON_INTERPRET without CUDA, registers the sixn ops)
+from sixn.kernels.attention import attention, attention_exec, attention_reference, kernel_config
+from sixn.model.flops import AttentionExec, visited_block_pairs
 
 HAS_CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if HAS_CUDA else "cpu"
 
-attn_mod = sys.modules["kernels.attention"]  # `kernels.attention` the attribute is the function
+attn_mod = sys.modules["sixn.kernels.attention"]  # `kernels.attention` the attribute is the function
 
 
 # --------------------------------------------------------------------------------------------

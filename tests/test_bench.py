@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import peaks
-from bench.cli import main
-from bench.provenance import PROVENANCE_FIELDS
-from bench.train_step import (PROVIDERS, ROW_KEYS, build_step, check_targets, kernel_family,
+from sixn.bench import peaks
+from sixn.bench.cli import main
+from sixn.bench.results import PROVENANCE_FIELDS
+from sixn.bench.step import (PROVIDERS, ROW_KEYS, build_step, check_targets, kernel_family,
                               make_row, profile_step)
-from model.flops import EXACT_GEMM, ExecSpec, accounting, attention_model_flops, executed
-from model.presets import get_preset
+from sixn.model.flops import EXACT_GEMM, ExecSpec, accounting, attention_model_flops, executed
+from sixn.model.presets import get_preset
 
 HAS_CUDA = torch.cuda.is_available()
 JSON_KEYS = {"preset", "provider", "device", "batch", "seq_len", "tokens_per_s", "tokens_per_s_p20",
@@ -98,7 +98,7 @@ def test_bench_cpu_tiny_json(capsys):
     for png in ("throughput.png", "mfu.png", "roofline.png"):
         assert (out / png).stat().st_size > 1000
 
-    from bench.throughput import format_table
+    from sixn.bench.commands.bench import format_table
     table = format_table(summary)
     assert "CPU figures" in table and "torch-sdpa-eager" in table and "datasheet peak: none" in table
 
@@ -221,10 +221,10 @@ def test_kernels_bad_flags(capsys, argv, message):
 def test_kernel_measurements_on_cpu(tmp_path, monkeypatch):
     """The measuring functions on CPU tensors: SDPA backends and the interpreted triton kernels,
     correctness-checked, FLOPs from model.flops, ratios and the figures."""
-    from bench import kernels as K
-    from bench import plots
-    from kernels.attention import attention_exec
-    from kernels.mlp import linear_gelu_exec
+    from sixn.bench.commands import kernels as K
+    from sixn.bench import plots
+    from sixn.kernels.attention import attention_exec
+    from sixn.kernels.mlp import linear_gelu_exec
     case = K.AttnCase(B=2, H=2, T=32, D=16, causal=True)
     rows = K.measure_attention(case, ["sdpa-math", "sdpa-flash", "triton"], "cpu", torch.float32,
                                modes=("fwd", "fwd+bwd"), rep_ms=1)
@@ -273,8 +273,8 @@ def test_providers_table():
 
 
 def test_run_bench_halves_batch_on_oom_and_reports_failures(monkeypatch):
-    from bench import train_step as ts
-    from bench.timing import Timing
+    from sixn.bench import step as ts
+    from sixn.bench.timing import Timing
     calls = []
 
     def fake(cfg, provider, dev, b, T, steps, warmup, profile):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from model.flops import ExecSpec, accounting, executed
-from model.presets import PRESETS
+from sixn.model.flops import ExecSpec, accounting, executed
+from sixn.model.presets import PRESETS
 
 
 def test_accounting_all_presets(benchmark):
@@ -30,7 +30,7 @@ def test_executed_gpt2_small(benchmark):
 
 
 def test_scaling_fit(benchmark):
-    fits = pytest.importorskip("scaling.fits")
+    fits = pytest.importorskip("sixn.scaling.fits")
     rng = np.random.default_rng(0)
     N = np.logspace(4, 8, 8)
     L = (8.8e13 / N) ** 0.076 * np.exp(rng.normal(0, 0.002, N.size))
@@ -39,7 +39,7 @@ def test_scaling_fit(benchmark):
 
 
 def test_data_batch(benchmark):
-    data = pytest.importorskip("scaling.data")
+    data = pytest.importorskip("sixn.scaling.data")
     tokens = (np.arange(20_000) % 251).astype(np.uint16)
     corpus = data.Corpus(train=tokens, val=tokens[:2000], vocab_size=256, fingerprint="0" * 16,
                          description="synthetic")

@@ -1,7 +1,7 @@
 """The executed-FLOP counters (bench.counters, bench.ncu) against model.flops.executed."""
 
+import sys
 import json
-import os
 import random
 import shutil
 from pathlib import Path
@@ -9,10 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import counters, ncu
-from bench.counters import CounterError, count_step, exclusive_counts, group_of_module
-from model import GPTConfig, executed, get_preset
-from model.flops import GROUPS
+from sixn.bench import counters
+from sixn.kernels.backends import exec_spec
+from sixn.bench.counters import ncu
+from sixn.bench.counters import CounterError, count_step
+from sixn.bench.counters.base import exclusive_counts, group_of_module
+from sixn.model import GPTConfig, executed, get_preset
+from sixn.model.flops import GROUPS
 
 DATA = Path(__file__).parent / "data"
 
@@ -120,8 +123,8 @@ def _skip_mm(a_ptr, b_ptr, c_ptr, M, N, K, BM: tl.constexpr, BN: tl.constexpr, B
 def test_interpreter_hook_counts_executed_block_products(M, N, K):
     """The tl.dot hook counts what the kernel runs: skipped blocks not, ragged blocks padded."""
     a, b, c = torch.randn(M, K), torch.randn(K, N), torch.empty(M, N)
-    tally = counters._DotTally(lambda: "GPT.blocks.0.mlp")
-    with counters._interpreter_hooks(tally):
+    tally = counters.interpreter._DotTally(lambda: "GPT.blocks.0.mlp")
+    with counters.interpreter._interpreter_hooks(tally):
         _skip_mm[(triton.cdiv(M, 16), triton.cdiv(N, 16))](a, b, c, M, N, K, BM=16, BN=16, BK=16)
     visited = sum(1 for i in range(-(-M // 16)) for k0 in range(0, K, 16) if k0 < (i + 1) * 16)
     n_blocks = -(-N // 16)
@@ -151,8 +154,8 @@ def test_interpreter_torch_backend_equals_dispatch():
 
 def _kernels_ready() -> bool:
     try:
-        import kernels  # noqa: F401
-        from kernels.spec import exec_spec  # noqa: F401
+        import sixn.kernels  # noqa: F401
+        from sixn.kernels.backends import exec_spec  # noqa: F401
     except Exception:
         return False
     return True
@@ -169,7 +172,7 @@ def test_interpreter_and_dispatch_equal_executed_triton_backend():
     recompute all show), plus the PyTorch-side matmuls; that equals model.flops.executed for the
     kernels' spec exactly, in integers, by group. The dispatch counter (the ops' registered
     formulas) equals it too."""
-    from kernels.spec import exec_spec
+    from sixn.kernels.backends import exec_spec
     cfg = get_preset("tiny").replace(n_layer=1, n_vocab=96)
     B, T = 1, 40
     spec = exec_spec(cfg.replace(backend="triton"), B, T, torch.float32, "cpu")
@@ -188,7 +191,7 @@ def test_interpreter_and_dispatch_equal_executed_triton_backend():
 
 
 def test_interpreter_errors_without_interpreter(monkeypatch):
-    monkeypatch.setattr(counters, "_interpreting", lambda: False)
+    monkeypatch.setattr(sys.modules["sixn.bench.counters.interpreter"], "interpreting", lambda: False)
     with pytest.raises(CounterError, match="TRITON_INTERPRET=1"):
         count_step(get_preset("tiny"), 1, 8, counter="interpreter", backend="triton")
 
@@ -197,7 +200,7 @@ def test_interpreter_hook_point_missing(monkeypatch):
     from triton.runtime import interpreter as interp
     monkeypatch.delattr(interp, "GridExecutor")
     with pytest.raises(CounterError, match="no InterpreterBuilder.create_dot / GridExecutor"):
-        with counters._interpreter_hooks(counters._DotTally(lambda: "Global")):
+        with counters.interpreter._interpreter_hooks(counters.interpreter._DotTally(lambda: "Global")):
             pass
 
 
@@ -226,7 +229,7 @@ def test_ncu_no_cuda(monkeypatch):
 
 
 def test_ncu_cli_error_exit_2(monkeypatch, capsys):
-    from bench.cli import main
+    from sixn.bench.cli import main
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert main(["flops", "--preset", "tiny", "--measure", "ncu"]) == 2
     assert "no CUDA device is visible" in capsys.readouterr().err
@@ -259,7 +262,7 @@ def test_ncu_command_lines():
         assert any(fam in m for m in listed), fam
     # the summed families never include a parent metric
     assert not set(ncu.TENSOR_FAMILIES.values()) & set(ncu.TENSOR_TOTALS.values())
-    assert cmd[-5:-3] == ["-m", "bench.ncu"] and cmd[-3] == "gemm"
+    assert cmd[-5:-3] == ["-m", "sixn.bench.counters.ncu"] and cmd[-3] == "gemm"
     assert ncu.export_command("ncu", "r.ncu-rep") == ["ncu", "-i", "r.ncu-rep", "--csv", "--page",
                                                        "raw", "--print-units", "base"]
     assert ncu.group_of_kernel('1 "<default domain>:train_step:none" "<default domain>:'
@@ -325,9 +328,9 @@ def test_ncu_parser_on_recorded_output(path):
         assert abs(s["total"] / (2 * meta["n"] ** 3) - 1) <= ncu.GEMM_CHECK_TOL
     else:
         cfg = GPTConfig.from_dict(meta["config"])
-        from bench.counters import exec_spec
+        from sixn.bench.counters import exec_spec
         spec = exec_spec(cfg, meta["batch"], meta["seq_len"], cfg.backend,
-                         counters.DTYPES[meta["dtype"]], "cuda")
+                         counters.base.DTYPES[meta["dtype"]], "cuda")
         ex = executed(cfg, meta["batch"], meta["seq_len"], spec)
         for g, v in _matmul_groups(ex).items():
             assert abs(s["by_group"][g] - v) <= 0.01 * v, g
@@ -355,7 +358,7 @@ def test_ncu_record_real_output():
     (DATA / f"{name}.json").write_text(json.dumps({
         "kind": "step", "config": cfg.to_dict(), "batch": 2, "seq_len": 64, "dtype": "bfloat16",
         "device": torch.cuda.get_device_name()}))
-    spec = counters.exec_spec(cfg, 2, 64, cfg.backend, torch.bfloat16, "cuda")
+    spec = exec_spec(cfg, 2, 64, torch.bfloat16, "cuda")
     assert abs(sc.total / executed(cfg, 2, 64, spec).matmul_total - 1) <= 0.01
 
 
@@ -364,7 +367,7 @@ def test_ncu_record_real_output():
 def test_dispatch_triton_on_cuda_equals_executed():
     cfg = get_preset("tiny").replace(backend="triton")
     sc = count_step(cfg, 2, 64, counter="dispatch", device="cuda", dtype="bfloat16")
-    spec = counters.exec_spec(cfg, 2, 64, "triton", torch.bfloat16, "cuda")
+    spec = exec_spec(cfg, 2, 64, torch.bfloat16, "cuda", backend="triton")
     ex = executed(cfg, 2, 64, spec)
     assert sc.total == ex.matmul_total
     assert {g: sc.by_group[g] for g in GROUPS if g != "other"} == _matmul_groups(ex)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from scaling import data
+from sixn.scaling import data
 
 
 def _write_tree(root: Path) -> dict[str, bytes]:

@@ -5,10 +5,10 @@ import json
 import math
 
 
-from bench.cli import main
-from bench.provenance import PROVENANCE_FIELDS
-from model.flops import accounting
-from model.presets import get_preset
+from sixn.bench.cli import main
+from sixn.bench.results import PROVENANCE_FIELDS
+from sixn.model.flops import accounting
+from sixn.model.presets import get_preset
 
 
 def test_bench_ddp_two_gloo_processes(capsys, tmp_path, one_thread):
@@ -42,7 +42,7 @@ def test_bench_ddp_two_gloo_processes(capsys, tmp_path, one_thread):
 
 
 def test_ddp_module_outside_torchrun(capsys, monkeypatch):
-    from bench import ddp
+    from sixn.bench import ddp
     monkeypatch.delenv("RANK", raising=False)
     assert ddp.main(["--device", "cpu", "--preset", "tiny", "--provider", "torch",
                      "--out", "x.json"]) == 2

@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from bench.cli import main
-from model.flops import PF_DAY
-from scaling import fits as F
+from sixn.bench.cli import main
+from sixn.model.flops import PF_DAY
+from sixn.scaling import fits as F
 
 CHINCHILLA = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
 
@@ -128,7 +128,7 @@ def test_missing_file_and_bad_options(tmp_path, capsys):
 
 
 def test_empirical_n_opt_isoflop_groups_and_frontier():
-    from scaling.fit_cmd import empirical_n_opt
+    from sixn.bench.commands.fit import empirical_n_opt
     # three budgets (within 2 % count as one), three sizes each: the lowest loss of each budget
     C = np.array([1e18, 1.01e18, 1e18, 1e19, 1e19, 1e19, 1e20, 1e20, 0.995e20])
     N = np.array([1e7, 2e7, 4e7, 2e7, 4e7, 8e7, 4e7, 8e7, 16e7])

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from model.flops import PF_DAY, params_from_compute
-from scaling import fits as F
+from sixn.model.flops import PF_DAY, params_from_compute
+from sixn.scaling import fits as F
 
 KAPLAN_ND = {"alpha_N": 0.076, "alpha_D": 0.103, "N_c": 6.4e13, "D_c": 1.8e13}
 CHINCHILLA = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}

@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from bench.cli import main
-from bench.provenance import PROVENANCE_FIELDS
-from model import GPTConfig, accounting, executed, get_preset
+from sixn.bench.cli import main
+from sixn.bench.results import PROVENANCE_FIELDS
+from sixn.model import GPTConfig, accounting, executed, get_preset
 
 
 def _run(capsys, *argv):

@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from model import get_preset
-from model.flops import ExecSpec, GemmExec
+from sixn.model import get_preset
+from sixn.model.flops import ExecSpec, GemmExec
 
-from kernels import mlp
-from kernels.mlp import linear_gelu, linear_gelu_config, linear_gelu_exec
+from sixn.kernels import mlp
+from sixn.kernels.mlp import linear_gelu, linear_gelu_config, linear_gelu_exec
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -246,7 +246,7 @@ def test_tile_table_is_deterministic_and_documented():
 
 
 def test_exec_spec_by_backend():
-    from kernels.spec import exec_spec
+    from sixn.kernels.backends import exec_spec
     cfg = get_preset("tiny")
     assert exec_spec(cfg, 2, 32, torch.float32, "cpu") == ExecSpec()
     with pytest.raises(ValueError, match="not known analytically"):
@@ -255,7 +255,7 @@ def test_exec_spec_by_backend():
         exec_spec(cfg, 2, 65, torch.float32, "cpu")
     with pytest.raises(ValueError, match="batch must be a positive int"):
         exec_spec(cfg, 0, 32, torch.float32, "cpu")
-    from kernels.attention import attention_exec
+    from sixn.kernels.attention import attention_exec
     for dev, dt in (("cpu", torch.float32), ("cuda", torch.bfloat16)):
         spec = exec_spec(cfg.replace(backend="triton"), 3, 40, dt, dev)
         assert spec.name == "triton" and spec.causal

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from model import GPT, get_preset
+from sixn.model import GPT, get_preset
 
 
 def test_torch_backend_trains_on_fixed_batch():

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from bench.cli import main
-from bench.report import format_value, lookup
+from sixn.bench.cli import main
+from sixn.bench.commands.report import format_value, lookup
 
 pytestmark = pytest.mark.slow
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from scaling import fits as F
-from scaling import plots as P
+from sixn.scaling import fits as F
+from sixn.scaling import plots as P
 
 ALL = ["fig_learning_curves.png", "fig_loss_vs_N.png", "fig_loss_vs_D.png", "fig_nopt_vs_C.png",
        "fig_shape.png", "fig_sample_efficiency.png", "fig_transfer.png"]

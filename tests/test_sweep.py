@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli import main
-from model.flops import param_counts
-from scaling import experiments as ex
-from scaling import sweep as sw
-from scaling.train import TrainConfig
+from sixn.bench.cli import main
+from sixn.model.flops import param_counts
+from sixn.scaling import experiments as ex
+from sixn.scaling import sweep as sw
+from sixn.scaling.train import TrainConfig
 
 CURVE_COLUMNS = (
     "run", "kind", "n_layer", "d_model", "n_head", "d_ff", "n_ctx", "n_vocab", "N", "N_total",

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.config import GPTConfig
-from model.flops import flops_per_token, param_counts
-from scaling import data
-from scaling.noise import NoiseScale, two_batch_estimates
-from scaling.train import (LOG_COLUMNS, TrainConfig, TrainingDiverged, append_row, lr_at,
+from sixn.model.config import GPTConfig
+from sixn.model.flops import flops_per_token, param_counts
+from sixn.scaling import data
+from sixn.scaling.noise import NoiseScale, two_batch_estimates
+from sixn.scaling.train import (LOG_COLUMNS, TrainConfig, TrainingDiverged, append_row, lr_at,
                            read_csv_rows, save_checkpoint, load_checkpoint, train, write_csv_rows)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -91,7 +91,7 @@ def test_run_logs_compute_and_noise(corpus, tmp_path):
     for conv in ("kaplan_6N_context", "full_model"):
         assert float(last[f"C_{conv}"]) == pytest.approx(flops_per_token(CFG, conv, 16) * tokens)
     # measured: the dispatch counter's FLOPs of one step of this shape, times the steps
-    from bench.counters import count_step
+    from sixn.bench.counters import count_step
     per_step = count_step(CFG, 8, 16, counter="dispatch").total
     assert float(last["C_measured"]) == pytest.approx(24 * per_step)
     assert float(last["pf_days_measured"]) == pytest.approx(24 * per_step / 8.64e19)
@@ -134,8 +134,8 @@ def test_resume_after_sigkill(corpus, tmp_path):
         import torch
         torch.set_num_threads(1)
         from tests.test_train import CFG, TCFG
-        from scaling import data
-        from scaling.train import train
+        from sixn.scaling import data
+        from sixn.scaling.train import train
         c = data.load_corpus({str(root)!r})
         def cb(step, model, opt):
             if step == 16:
@@ -216,7 +216,7 @@ def test_two_batch_estimator_recovers_known_noise():
 @pytest.mark.gpu
 def test_gpu_bf16_run_and_resume(corpus, tmp_path):
     """On a GPU: bf16 autocast, the default GPU backend, measured FLOPs, resume after a stop."""
-    from scaling.sweep import gpu_backend
+    from sixn.scaling.sweep import gpu_backend
     backend = gpu_backend()
     t = TCFG.replace(device="cuda", dtype="bfloat16", backend=backend)
     cfg = GPTConfig.from_shape(2, 64, n_ctx=16, n_vocab=256, n_head=4)

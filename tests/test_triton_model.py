@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from model import GPT, executed, get_preset
+from sixn.model import GPT, executed, get_preset
 
-from kernels.spec import exec_spec
+from sixn.kernels.backends import exec_spec
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 

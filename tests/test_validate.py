@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from bench.cli import main
-from bench.provenance import PROVENANCE_FIELDS
-from bench.validate import DEFAULT_GRID, INTERPRETER_GRID, QUICK_GRID, run_validate, shape_config
-from model import accounting, executed
+from sixn.bench.cli import main
+from sixn.bench.results import PROVENANCE_FIELDS
+from sixn.bench.commands.validate import DEFAULT_GRID, INTERPRETER_GRID, QUICK_GRID, run_validate, shape_config
+from sixn.model import accounting, executed
 
 GRID = ((1, 32, 128, 64), (2, 64, 32, 512), (1, 16, 256, 300))
 
@@ -88,7 +88,7 @@ def test_validate_bad_input(capsys):
 
 def _kernels_ready() -> bool:
     try:
-        from kernels.spec import exec_spec  # noqa: F401
+        from sixn.kernels.backends import exec_spec  # noqa: F401
     except Exception:
         return False
     return True

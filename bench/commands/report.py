@@ -35,8 +35,8 @@ from typing import Any, Callable
 
 import torch
 
-from bench.cli import COMMANDS, CLIError
-from bench.provenance import (atomic_write_text, device_slug, provenance, results_root, write_json)
+from sixn.bench.cli import COMMANDS, CLIError
+from sixn.bench.results import (atomic_write_text, device_slug, provenance, results_root, write_json)
 
 STAGES = ("flops", "bench", "validate", "scaling")
 FLOPS_PRESETS = ("gpt2-small", "gpt2-medium", "tiny")

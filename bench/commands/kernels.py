@@ -43,9 +43,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bench.cli import CLIError
-from bench.timing import bench
-from model.flops import ATTENTION_MODES, EXACT_GEMM, attention_model_flops
+from sixn.bench.errors import CLIError
+from sixn.bench.timing import bench
+from sixn.model.flops import ATTENTION_MODES, EXACT_GEMM, attention_model_flops
 
 ATTN_PROVIDERS = ("triton", "sdpa-flash", "sdpa-cudnn", "sdpa-efficient", "sdpa-math")
 DEFAULT_ATTN_PROVIDERS = ("triton", "sdpa-flash", "sdpa-cudnn", "sdpa-efficient")
@@ -115,7 +115,7 @@ def attention_cases(seq_lens, head_dims, causal: tuple[bool, ...], tokens: int =
 def _attn_impl(provider: str):
     """(fn(q, k, v, causal), context manager factory forcing the provider's backend)."""
     if provider == "triton":
-        from kernels import attention
+        from sixn.kernels import attention
         return (lambda q, k, v, c: attention(q, k, v, causal=c)), contextlib.nullcontext
     if provider not in ATTN_PROVIDERS:
         raise ValueError(f"unknown attention provider {provider!r}; supported: {', '.join(ATTN_PROVIDERS)}")
@@ -128,7 +128,7 @@ def _attn_impl(provider: str):
 
 
 def _attention_exec_flops(case: AttnCase, mode: str, dtype, device) -> int:
-    from kernels.attention import attention_exec
+    from sixn.kernels.attention import attention_exec
     ex = attention_exec(case.T, case.D, dtype, device)
     fwd = ex.forward_flops(case.B, case.H, case.T, case.D, case.causal)
     bwd = ex.backward_flops(case.B, case.H, case.T, case.D, case.causal)
@@ -163,7 +163,7 @@ def measure_attention(case: AttnCase, providers, device, dtype=torch.bfloat16,
                       modes=ATTENTION_MODES, rep_ms: float = 100,
                       device_name: str | None = None) -> list[dict]:
     """Rows (one per provider and mode) for one attention case: check, then time."""
-    from bench.provenance import device_name as _devname
+    from sixn.bench.results import device_name as _devname
     for m in modes:
         if m not in ATTENTION_MODES:
             raise ValueError(f"unknown attention mode {m!r}; supported: {', '.join(ATTENTION_MODES)}")
@@ -232,7 +232,7 @@ def measure_attention(case: AttnCase, providers, device, dtype=torch.bfloat16,
 
 def _mlp_impl(provider: str):
     if provider == "triton":
-        from kernels import linear_gelu
+        from sixn.kernels import linear_gelu
         return lambda x, w, b: linear_gelu(x, w, b)
     if provider == "torch":
         return lambda x, w, b: F.gelu(F.linear(x, w, b), approximate="tanh")
@@ -247,7 +247,7 @@ def _mlp_flops(gemm, M: int, N: int, K: int, mode: str) -> int:
 def measure_mlp(M: int, N: int, K: int, providers, device, dtype=torch.bfloat16,
                 modes=MLP_MODES, rep_ms: float = 100, device_name: str | None = None) -> list[dict]:
     """Rows for one (M, N, K) linear + GELU problem: check the triton kernel, then time."""
-    from bench.provenance import device_name as _devname
+    from sixn.bench.results import device_name as _devname
     for m in modes:
         if m not in MLP_MODES:
             raise ValueError(f"unknown mlp mode {m!r}; supported: {', '.join(MLP_MODES)}")
@@ -273,7 +273,7 @@ def measure_mlp(M: int, N: int, K: int, providers, device, dtype=torch.bfloat16,
             r.update(M=M, N=N, K=K, model_flops=flops,
                      intensity=flops / (fwd_bytes if mode == "fwd" else 3 * fwd_bytes))
             if provider == "triton":
-                from kernels.mlp import linear_gelu_exec
+                from sixn.kernels.mlp import linear_gelu_exec
                 r["executed_flops"] = _mlp_flops(linear_gelu_exec(M, N, K, dtype, dev), M, N, K, mode)
             by_mode[mode] = r
         rows += by_mode.values()
@@ -421,8 +421,8 @@ def run(args: argparse.Namespace) -> int:
                        "figures, and on a CPU the Triton kernels run only in the interpreter, far too "
                        "slow to time. On a CPU, use `sixn bench --device cpu` (training-step "
                        "throughput) or `sixn flops --measure interpreter` (the kernels' executed FLOPs)")
-    from bench.provenance import append_csv, device_name, provenance, results_root, write_json
-    from bench.roofs import measure_roofs
+    from sixn.bench.results import append_csv, device_name, provenance, results_root, write_json
+    from sixn.bench.roofs import measure_roofs
     dev = torch.device("cuda")
     dtype = DTYPES[args.dtype]
     name = device_name(dev)
@@ -472,7 +472,7 @@ def _summary_line(rows: list[dict]) -> None:
 
 
 def _plots(rows: list[dict], roofs, out_dir: Path) -> list[Path]:
-    from bench import plots
+    from sixn.bench import plots
     made = []
     for mode in ATTENTION_MODES:
         if any(r["family"] == "attention" and r["mode"] == mode and r["tflops"] for r in rows):

@@ -1,7 +1,7 @@
 """The `ncu` counter: executed FLOPs of one training step from Nsight Compute hardware counters.
 
 How (see /work/shared/reference/counters.md):
-1. A child process (`python -m bench.ncu step ...`) builds the model on the GPU, runs warm-up steps
+1. A child process (`python -m sixn.bench.counters.ncu step ...`) builds the model on the GPU, runs warm-up steps
    (autotuning, compilation and cuBLAS heuristics happen there), then one step inside the NVTX
    range "train_step", with an NVTX range around each block's modules: sixn_qkv (attn.qkv),
    sixn_attention (attn, around the products between its linears), sixn_project (attn.proj) and
@@ -46,6 +46,10 @@ from pathlib import Path
 
 import torch
 
+from sixn.model.flops import EXACT_GEMM, GROUPS
+
+from .base import DTYPES, CounterError, StepCount, build_step, dtype_name
+
 # ------------------------------------------------------------------------------------------------
 # Metrics (Hopper / GH100 names; one multiply-add = 2 FLOPs in the sm__ops_path_tensor_* metrics)
 # ------------------------------------------------------------------------------------------------
@@ -71,7 +75,6 @@ MUFU = "smsp__sass_thread_inst_executed_op_mufu_pred_on.sum"
 DURATION = "gpu__time_duration.sum"
 
 STEP_RANGE = "train_step"
-RANGE_PREFIX = "sixn_"
 # NVTX range name -> group; qkv / project / feedforward are innermost, attention encloses qkv/project
 RANGE_GROUPS = {"sixn_qkv": "qkv", "sixn_project": "project", "sixn_feedforward": "feedforward",
                 "sixn_attention": "attention"}
@@ -84,15 +87,6 @@ def all_metrics() -> list[str]:
     return [*TENSOR_FAMILIES.values(), *TENSOR_TOTALS.values(), *CUDA_CORE.values(), MUFU, DURATION]
 
 
-class NcuError(RuntimeError):
-    pass
-
-
-def _counter_error():
-    from bench.counters import CounterError
-    return CounterError
-
-
 # ------------------------------------------------------------------------------------------------
 # Environment and command lines
 # ------------------------------------------------------------------------------------------------
@@ -102,7 +96,7 @@ def ncu_path() -> str:
     env = os.environ.get("SIXN_NCU")
     if env:
         if not (os.path.isfile(env) and os.access(env, os.X_OK)):
-            raise _counter_error()(f"SIXN_NCU={env!r} is not an executable file; point it at ncu "
+            raise CounterError(f"SIXN_NCU={env!r} is not an executable file; point it at ncu "
                                    f"(e.g. /usr/local/cuda/bin/ncu) or unset it")
         return env
     found = shutil.which("ncu")
@@ -112,7 +106,7 @@ def ncu_path() -> str:
     candidate = os.path.join(cuda_home, "bin", "ncu")
     if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
         return candidate
-    raise _counter_error()(
+    raise CounterError(
         "Nsight Compute (ncu) is not installed or not on PATH, so the ncu counter cannot run. "
         "Install Nsight Compute (it ships with the CUDA toolkit as bin/ncu, or as the "
         "nsight-compute package), put it on PATH or set SIXN_NCU=/path/to/ncu; or use "
@@ -122,7 +116,7 @@ def ncu_path() -> str:
 def check_environment() -> str:
     """ncu's path, after checking that ncu exists and a CUDA GPU is visible."""
     if not torch.cuda.is_available():
-        raise _counter_error()(
+        raise CounterError(
             "the ncu counter needs an NVIDIA GPU, and no CUDA device is visible here "
             "(torch.cuda.is_available() is False). Run it on a machine with an NVIDIA GPU and a "
             "CUDA build of torch, or use --measure dispatch / interpreter on this one.")
@@ -143,7 +137,7 @@ def export_command(ncu: str, report: str | Path) -> list[str]:
 
 
 def child_command(mode: str, spec: dict) -> list[str]:
-    return [sys.executable, "-m", "bench.ncu", mode, "--spec", json.dumps(spec, sort_keys=True)]
+    return [sys.executable, "-m", "sixn.bench.counters.ncu", mode, "--spec", json.dumps(spec, sort_keys=True)]
 
 
 _METRIC_MISSING = re.compile(r"[Ff]ailed to find metric[s]?\s*(?:regex:)?\s*\"?([\w.]+)?")
@@ -151,7 +145,7 @@ _METRIC_MISSING = re.compile(r"[Ff]ailed to find metric[s]?\s*(?:regex:)?\s*\"?(
 
 def check_ncu_output(text: str, chip_hint: str | None = None) -> None:
     """Raise a CounterError naming the problem when ncu's output shows one."""
-    err = _counter_error()
+    err = CounterError
     if "ERR_NVGPUCTRPERM" in text:
         raise err("ncu may not read the GPU's performance counters (ERR_NVGPUCTRPERM): profiling is "
                   "restricted to admin users on this machine. Run sixn as root (sudo -E env "
@@ -259,7 +253,7 @@ def kernel_flops(row: KernelRow, required: list[str] | None = None) -> dict:
     required = list(TENSOR_FAMILIES.values()) if required is None else required
     missing = [m for m in required if m not in row.metrics]
     if missing:
-        raise _counter_error()(f"the ncu CSV has no column for {', '.join(missing)}: this GPU (or "
+        raise CounterError(f"the ncu CSV has no column for {', '.join(missing)}: this GPU (or "
                                f"ncu version) does not provide it; list the metrics it has with "
                                f"ncu --query-metrics --query-metrics-mode suffix --metrics "
                                f"sm__ops_path_tensor")
@@ -291,7 +285,6 @@ def family_check(by_family: dict[str, int], totals: dict[str, int], rel: float =
 
 def summarize(rows: list[KernelRow]) -> dict:
     """Per-kernel FLOPs and their attribution to groups, from parsed ncu rows."""
-    from model.flops import GROUPS
     by_group = {g: 0 for g in GROUPS}
     cuda_by_group = {g: 0 for g in GROUPS}
     by_kernel = []
@@ -343,17 +336,17 @@ def profile(child: list[str], metrics: list[str], workdir: str | Path,
     log = p.stdout + p.stderr
     check_ncu_output(log, _chip_name())
     if p.returncode != 0:
-        raise _counter_error()(f"ncu exited with {p.returncode} while profiling {' '.join(child)}: "
+        raise CounterError(f"ncu exited with {p.returncode} while profiling {' '.join(child)}: "
                                f"{log.strip()[-1500:]}")
     rep = report.with_suffix(".ncu-rep")
     if not rep.exists():
-        raise _counter_error()(f"ncu wrote no report ({rep}); it profiled no kernel inside the "
+        raise CounterError(f"ncu wrote no report ({rep}); it profiled no kernel inside the "
                                f"NVTX range {nvtx_range!r}. ncu said: {log.strip()[-800:]}")
     e = subprocess.run(export_command(ncu, rep), capture_output=True, text=True,
                        timeout=NCU_TIMEOUT_S)
     check_ncu_output(e.stdout + e.stderr, _chip_name())
     if e.returncode != 0:
-        raise _counter_error()(f"ncu export failed ({e.returncode}): {e.stderr.strip()[-800:]}")
+        raise CounterError(f"ncu export failed ({e.returncode}): {e.stderr.strip()[-800:]}")
     return e.stdout, log
 
 
@@ -368,14 +361,13 @@ def gemm_self_check(n: int = GEMM_CHECK_N, workdir: str | Path | None = None) ->
     with tempfile.TemporaryDirectory(prefix="sixn-ncu-") as tmp:
         text, _ = profile(child_command("gemm", {"n": n}), all_metrics(), workdir or tmp)
     s = summarize(parse_raw_csv(text))
-    from model.flops import EXACT_GEMM
     expected = EXACT_GEMM.forward_flops(n, n, n)  # 2 n^3
     rel = s["total"] / expected - 1.0
     out = {"n": n, "expected": expected, "measured": s["total"], "rel_error": rel,
            "tensor_by_family": s["tensor_by_family"], "family_check": s["family_check"],
            "kernels": [k["name"] for k in s["by_kernel"]], "csv": text}
     if abs(rel) > GEMM_CHECK_TOL or not all(c["ok"] for c in s["family_check"].values()):
-        raise _counter_error()(
+        raise CounterError(
             f"ncu self-check failed: a bf16 {n}x{n}x{n} torch.mm read {s['total']:,} tensor-core "
             f"FLOPs, expected 2*{n}^3 = {expected:,} ({rel:+.2%}); families {s['tensor_by_family']}, "
             f"check against parents {s['family_check']}. The tensor metrics do not mean what sixn "
@@ -386,7 +378,6 @@ def gemm_self_check(n: int = GEMM_CHECK_N, workdir: str | Path | None = None) ->
 
 def count_step_ncu(cfg, batch: int, seq_len: int, device: str, dtype: torch.dtype):
     """The ncu counter behind bench.counters.count_step."""
-    from bench.counters import StepCount, dtype_name
     check_environment()
     check = gemm_self_check()
     spec = {"config": cfg.to_dict(), "batch": batch, "seq_len": seq_len,
@@ -395,16 +386,16 @@ def count_step_ncu(cfg, batch: int, seq_len: int, device: str, dtype: torch.dtyp
         text, log = profile(child_command("step", spec), all_metrics(), tmp)
     s = summarize(parse_raw_csv(text))
     if s["kernels"] == 0 or s["total"] == 0:
-        raise _counter_error()(f"ncu measured no tensor-core FLOPs in the step ({s['kernels']} "
+        raise CounterError(f"ncu measured no tensor-core FLOPs in the step ({s['kernels']} "
                                f"kernels profiled); check that the model runs on the GPU in "
                                f"{dtype_name(dtype)}")
     bad = {k: v for k, v in s["family_check"].items() if not v["ok"]}
     if bad:
-        raise _counter_error()(f"tensor-core families do not add up to their parent metric: {bad}")
+        raise CounterError(f"tensor-core families do not add up to their parent metric: {bad}")
     empty = [g for g in ("qkv", "attention", "project", "feedforward", "de-embed")
              if s["by_group"][g] == 0]
     if empty:
-        raise _counter_error()(
+        raise CounterError(
             f"ncu measured no tensor-core FLOPs for {', '.join(empty)}: the kernels of these NVTX "
             f"ranges (sixn_*, nested in {STEP_RANGE!r}) were not profiled or not attributed. Check "
             f"that this ncu version's --nvtx-include '{STEP_RANGE}/' includes nested push/pop "
@@ -453,11 +444,10 @@ def _nvtx_module_ranges(model) -> list:
 
 
 def _child_step(spec: dict) -> None:
-    from bench.counters import DTYPES, build_step
-    from model.config import GPTConfig
+    from sixn.model.config import GPTConfig
     cfg = GPTConfig.from_dict(spec["config"])
     if cfg.backend == "triton":
-        import kernels  # noqa: F401
+        import sixn.kernels  # noqa: F401
     model, step = build_step(cfg, spec["batch"], spec["seq_len"], "cuda", DTYPES[spec["dtype"]])
     for _ in range(int(spec.get("warmup", 2))):
         step()
@@ -485,7 +475,7 @@ def _child_gemm(spec: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.ncu",
+    p = argparse.ArgumentParser(prog="python -m sixn.bench.counters.ncu",
                                 description="child processes profiled by the ncu counter")
     p.add_argument("mode", choices=("step", "gemm"))
     p.add_argument("--spec", required=True, help="JSON")

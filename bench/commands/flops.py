@@ -23,10 +23,10 @@ import json
 import sys
 from pathlib import Path
 
-from bench.cli import CLIError
-from model.config import GPTConfig
-from model.flops import CONVENTIONS, GROUPS, accounting, fmt_flops
-from model.presets import PRESETS, get_preset
+from sixn.bench.errors import CLIError
+from sixn.model.config import GPTConfig
+from sixn.model.flops import CONVENTIONS, GROUPS, accounting, fmt_flops
+from sixn.model.presets import PRESETS, get_preset
 
 SHAPE_FLAGS = ("n_layer", "d_model", "d_attn", "d_ff", "n_head", "n_ctx", "n_vocab")
 MEASURE_COUNTERS = ("dispatch", "interpreter", "ncu")
@@ -195,8 +195,8 @@ def format_measured(summary: dict) -> str:
 
 
 def run_measure(args: argparse.Namespace, cfg: GPTConfig) -> dict:
-    from bench import counters
-    from bench.provenance import device_slug, provenance, results_root, write_csv, write_json
+    from sixn.bench import counters
+    from sixn.bench.results import device_slug, provenance, results_root, write_csv, write_json
 
     T = args.seq_len or cfg.n_ctx
     if args.batch <= 0:
@@ -243,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     d = analytic_json(cfg, args.seq_len)
     if args.csv:
-        from bench.provenance import write_csv
+        from sixn.bench.results import write_csv
         write_csv(args.csv, [{"config": cfg.name, "seq_len": d["seq_len"], **r} for r in d["rows"]])
     if args.json:
         print(json.dumps(d, indent=2))
@@ -253,5 +253,5 @@ def run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    from bench.cli import main
+    from sixn.bench.cli import main
     sys.exit(main(["flops", *sys.argv[1:]]))

@@ -37,15 +37,15 @@ from pathlib import Path
 
 import torch
 
-from bench import peaks as peaks_mod
-from bench.cli import CLIError
-from bench.provenance import (PROVENANCE_FIELDS, append_csv, device_name, device_slug, provenance,
+from sixn.bench import peaks as peaks_mod
+from sixn.bench.errors import CLIError
+from sixn.bench.results import (PROVENANCE_FIELDS, append_csv, device_name, device_slug, provenance,
                               results_root, write_json)
-from bench.roofs import measure_roofs, roof_rows
-from bench.train_step import (NOTE_CPU, NOTE_SDPA_HFU, NOTE_TRITON_CPU, PROVIDERS, TARGET_PRESET,
+from sixn.bench.roofs import measure_roofs, roof_rows
+from sixn.bench.step import (NOTE_CPU, NOTE_SDPA_HFU, NOTE_TRITON_CPU, PROVIDERS, TARGET_PRESET,
                               check_providers, check_targets, compute_dtype, default_presets,
                               default_providers, fmt_profile, resolve_device, run_bench, step_shape)
-from model.presets import PRESETS, get_preset
+from sixn.model.presets import PRESETS, get_preset
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -240,13 +240,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_ddp(args, dev, presets, providers, peak, peak_flops, roof_flops) -> list[dict]:
-    from bench.ddp import run_ddp
+    from sixn.bench.ddp import run_ddp
     return run_ddp(args.ddp, dev, presets, providers, args.steps, args.warmup, args.batch,
                    args.seq_len, peak_flops, peak.source if peak else None, roof_flops)
 
 
 def _plots(rows: list[dict], roofs, out_dir: Path, dev: torch.device) -> None:
-    from bench import plots
+    from sixn.bench import plots
     made = []
     if any(r.get("tokens_per_s") is not None for r in rows):
         made.append(plots.plot_throughput(rows, out_dir / "throughput.png"))

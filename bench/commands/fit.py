@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.cli import CLIError
-from model.flops import PF_DAY, run_compute, tokens_from_compute
-from scaling import fits as F
+from sixn.bench.errors import CLIError
+from sixn.model.flops import PF_DAY, run_compute, tokens_from_compute
+from sixn.scaling import fits as F
 
 ALIASES = {
     "N": ("n", "params", "n_params", "parameters"),

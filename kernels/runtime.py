@@ -1,4 +1,9 @@
-"""Helpers shared by the kernel launchers: where a kernel can run, and input checks."""
+"""Where sixn's kernels run, and the checks every launcher makes.
+
+The one switch for the Triton interpreter lives here: without a CUDA device the kernels can only run
+in the interpreter, which must be chosen (TRITON_INTERPRET=1) before triton.language is first
+imported; `import sixn` calls use_interpreter_without_gpu() before anything imports triton.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,30 @@ import os
 import torch
 
 
+def use_interpreter_without_gpu() -> None:
+    """Set TRITON_INTERPRET=1 when no CUDA device is visible, unless the caller chose already."""
+    if not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
 def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    """TRITON_INTERPRET is on, and triton.language's jit'd helpers were built for the interpreter
+    (False when triton.language was imported before TRITON_INTERPRET was set)."""
+    if os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
+        return False
+    import sys
+    tl = sys.modules.get("triton.language")
+    if tl is None:
+        return True
+    from triton.runtime.interpreter import InterpretedFunction
+    from triton.runtime.jit import JITFunction
+    for name in ("zeros", "cdiv", "sigmoid", "softmax"):
+        f = getattr(tl, name, None)
+        if isinstance(f, InterpretedFunction):
+            return True
+        if isinstance(f, JITFunction):
+            return False
+    return True
 
 
 def check_device(name: str, *tensors: torch.Tensor) -> None:

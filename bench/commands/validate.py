@@ -29,9 +29,10 @@ import sys
 import time
 from pathlib import Path
 
-from bench.cli import CLIError
-from model.config import GPTConfig
-from model.flops import ExecSpec, attention_overheads, model_flops_per_step
+from sixn.bench.errors import CLIError
+from sixn.kernels.backends import exec_spec
+from sixn.model.config import GPTConfig
+from sixn.model.flops import ExecSpec, attention_overheads, model_flops_per_step
 
 # (n_layer, d_model, n_ctx, n_vocab): d_model / n_ctx from 1/32 to 2, n_vocab / d_model from 0.5 to
 # 390. Kaplan's shape (d_attn = d_model, d_ff = 4 d_model, heads of 64 or narrower).
@@ -91,17 +92,9 @@ def default_grid(counter: str, quick: bool) -> tuple:
     return INTERPRETER_GRID if counter == "interpreter" else DEFAULT_GRID
 
 
-def _triton_spec(cfg: GPTConfig, batch: int, T: int, dtype, device: str) -> ExecSpec | None:
-    try:
-        from kernels.spec import exec_spec
-    except ImportError:
-        return None
-    return exec_spec(cfg, batch, T, dtype, device)
-
-
 def study_row(cfg: GPTConfig, sc, batch: int) -> dict:
     """One shape's row: measured vs the model counts and the analytic executed count."""
-    from bench import counters
+    from sixn.bench import counters
     T = sc.seq_len
     summary = counters.compare(sc, cfg)
     m = summary["measured_total"]
@@ -131,7 +124,7 @@ def study_row(cfg: GPTConfig, sc, batch: int) -> dict:
     row["torch_attention_square_overhead"] = ref["causal_block_overhead"]
     import torch
     dt = getattr(torch, sc.dtype)
-    tri = _triton_spec(cfg, batch, T, dt, "cuda" if sc.device.startswith("cuda") else "cpu")
+    tri = exec_spec(cfg, batch, T, dt, "cuda" if sc.device.startswith("cuda") else "cpu", backend="triton")
     if tri is not None:
         ov = attention_overheads(cfg, tri, batch, T)
         row["triton_causal_block_overhead"] = ov["causal_block_overhead"]
@@ -151,8 +144,8 @@ def run_validate(grid=None, counter: str = "dispatch", device: str | None = None
     """Count one training step of every shape of `grid`, write CSV/JSON/raw outputs and plots
     under out_dir (default results/validate/<device>), and return the study as a dict.
     progress: True for a line per shape on stderr, a file to write them to, or None for none."""
-    from bench import counters
-    from bench.provenance import device_slug, provenance, results_root, write_csv, write_json
+    from sixn.bench import counters
+    from sixn.bench.results import device_slug, provenance, results_root, write_csv, write_json
     if counter not in counters.COUNTERS:
         raise ValueError(f"unknown counter {counter!r}; supported: {', '.join(counters.COUNTERS)}")
     backend = backend or DEFAULT_BACKEND[counter]
@@ -197,7 +190,7 @@ def run_validate(grid=None, counter: str = "dispatch", device: str | None = None
     }
     csv_path = write_csv(out / "validate.csv", rows, prov)
     if plots:
-        from bench.validate_plots import plot_all
+        from sixn.bench.validate_plots import plot_all
         files += [str(p) for p in plot_all(rows, out, title=f"{counter} counter, {backend} backend")]
     result["files"] = [str(csv_path), str(out / "validate.json"), *files]
     write_json(out / "validate.json", result, prov)
@@ -249,7 +242,7 @@ def format_study(res: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench import counters
+    from sixn.bench import counters
     if args.batch <= 0:
         raise CLIError(f"--batch must be positive, got {args.batch}")
     if args.quick and args.grid:

@@ -13,7 +13,7 @@ Providers (model backends, all in the same run so they can be compared):
   torch                backend "torch": the explicit-matmul reference (the CPU default)
 
 FLOPs per token (all from model.flops): model FLOPs under the "palm" and "kaplan_6N_context"
-conventions for MFU, executed FLOPs (model.flops.executed with kernels.spec.exec_spec for triton,
+conventions for MFU, executed FLOPs (model.flops.executed with kernels.backends.exec_spec for triton,
 the default ExecSpec() for the torch reference) for HFU. The executed count of PyTorch's fused
 attention is not known analytically, so HFU is None for the sdpa providers. MFU and HFU need a
 datasheet peak (bench.peaks); without one (CPU, unknown GPU) they are None and the model FLOP/s
@@ -31,10 +31,11 @@ from typing import Callable, Iterable
 
 import torch
 
-from bench.timing import bench, synchronize
-from model.config import GPTConfig
-from model.flops import ExecSpec, accounting, executed
-from model.presets import get_preset
+from sixn.bench.timing import bench, synchronize
+from sixn.kernels.backends import known_exec_spec
+from sixn.model.config import GPTConfig
+from sixn.model.flops import accounting, executed
+from sixn.model.presets import get_preset
 
 # provider -> (model backend, torch.compile)
 PROVIDERS: dict[str, tuple[str, bool]] = {
@@ -147,7 +148,7 @@ def build_step(cfg: GPTConfig, provider: str, device: torch.device, batch: int, 
 
     `wrap` (e.g. DistributedDataParallel) is applied before torch.compile."""
     backend, compiled = PROVIDERS[provider]
-    from model.gpt import GPT
+    from sixn.model.gpt import GPT
     torch.manual_seed(seed)
     model = GPT(cfg.replace(backend=backend)).to(device)
     fwd = wrap(model) if wrap is not None else model
@@ -243,22 +244,11 @@ def profile_step(step: Callable[[], None], device: torch.device,
 # FLOPs and rows
 # ------------------------------------------------------------------------------------------------
 
-def exec_spec_for(provider: str, cfg: GPTConfig, batch: int, seq_len: int,
-                  device: torch.device) -> ExecSpec | None:
-    """The ExecSpec of a provider's kernels; None where it is not known analytically (sdpa)."""
-    backend, _ = PROVIDERS[provider]
-    if backend == "torch":
-        return ExecSpec()
-    if backend == "triton":
-        from kernels.spec import exec_spec
-        return exec_spec(cfg.replace(backend="triton"), batch, seq_len, compute_dtype(device), device)
-    return None
-
-
 def flops_per_token(provider: str, cfg: GPTConfig, batch: int, seq_len: int,
                     device: torch.device) -> dict[str, float | None]:
     acc = accounting(cfg, seq_len).training_per_token
-    spec = exec_spec_for(provider, cfg, batch, seq_len, device)
+    spec = known_exec_spec(cfg, batch, seq_len, compute_dtype(device), device,
+                           backend=PROVIDERS[provider][0])
     ex = None if spec is None else executed(cfg, batch, seq_len, spec).total / (batch * seq_len)
     return {"palm": acc["palm"], "kaplan_6N_context": acc["kaplan_6N_context"], "executed": ex}
 
@@ -344,7 +334,7 @@ def run_bench(presets: Iterable[str], providers: Iterable[str], device: str | to
     A GPU out-of-memory halves the batch and retries (down to 1), so the default presets run
     "where memory allows"; any other failure of a pair is reported in its row's "error" and the
     run goes on. With profile=True each row also has "profile": ms per step by kernel family."""
-    from bench.provenance import device_name as _devname
+    from sixn.bench.results import device_name as _devname
     dev = resolve_device(device) if isinstance(device, str) else device
     providers = check_providers(providers, dev)
     steps = DEFAULT_STEPS[dev.type] if steps is None else steps

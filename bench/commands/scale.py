@@ -57,9 +57,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from bench.cli import CLIError
+    from sixn.bench.errors import CLIError
 
-    from . import sweep as sw
+    from sixn.scaling import sweep as sw
 
     if args.steps is not None and args.steps <= 0:
         raise CLIError(f"--steps must be positive, got {args.steps}")
@@ -128,5 +128,5 @@ def _table(rows: list[dict]) -> str:
 
 
 if __name__ == "__main__":
-    from bench.cli import main
+    from sixn.bench.cli import main
     sys.exit(main(["scale", *sys.argv[1:]]))

@@ -1,0 +1,1 @@
+"""One module per `sixn` subcommand, named after it; each provides add_arguments(parser) and run(args)."""

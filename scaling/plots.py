@@ -25,10 +25,14 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-from sixn.model.flops import PF_DAY
-from sixn.scaling import fits as F
+from sixn.bench.results import atomic_path, provenance
+from sixn.model.flops import PF_DAY, params_from_compute
+from sixn.scaling.envelope import Envelope
+from sixn.scaling.laws import Fit, c_min, chinchilla_N_opt, fmt_value
+from sixn.scaling.sweep_fits import fit_sweep, load_sweep_tables
+from sixn.scaling.tables import (CONVENTION_COLUMNS, col, dataset_size, final_loss, finite_pos,
+                                 kinds, nrows, run_names, select)
 
-PANEL_CONVENTIONS = ("kaplan_6N", "measured")
 LABELS = {"kaplan_6N": "6N compute (Kaplan)", "kaplan_6N_context": "6N + context compute",
           "full_model": "full-model compute", "measured": "measured compute"}
 
@@ -58,7 +62,6 @@ def _figure(n_panels: int, title: str) -> tuple[Figure, list]:
 
 
 def _footer(fig: Figure) -> None:
-    from sixn.bench.results import provenance
     p = provenance()
     fig.text(0.995, 0.002, f"sixn {p['git_commit'][:12]}  {p['date']}", ha="right", va="bottom",
              fontsize=6, color="0.5")
@@ -66,17 +69,16 @@ def _footer(fig: Figure) -> None:
 
 def _save(fig: Figure, path: Path) -> Path:
     """Write the PNG atomically (temporary file in the same folder, then rename)."""
-    from sixn.bench.results import atomic_path
     _footer(fig)
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=120)
     return path
 
 
-def _fit(result: Mapping, name: str, conv: str | None = None) -> F.Fit | None:
+def _fit(result: Mapping, name: str, conv: str | None = None) -> Fit | None:
     slot = result.get("independent", {}) if conv is None else result.get("by_convention", {}).get(conv, {})
     f = slot.get(name)
-    return f if isinstance(f, F.Fit) else None
+    return f if isinstance(f, Fit) else None
 
 
 def _skip_note(ax, result: Mapping, name: str, conv: str | None) -> None:
@@ -87,7 +89,7 @@ def _skip_note(ax, result: Mapping, name: str, conv: str | None) -> None:
                 fontsize=7, color="0.4", wrap=True)
 
 
-def _draw_law(ax, fit: F.Fit, x: np.ndarray, xs: np.ndarray, inputs: dict, color: str,
+def _draw_law(ax, fit: Fit, x: np.ndarray, xs: np.ndarray, inputs: dict, color: str,
               label: str | None = None, ls: str = "--") -> None:
     """The fitted law at `inputs` (drawn against xs) with its bootstrap band."""
     y = fit.predict(**inputs)
@@ -102,14 +104,6 @@ def _colors(values: np.ndarray):
     span = (v.max() - v.min()) or 1.0
     cmap = colormaps["viridis"]
     return [cmap(0.9 * (x - v.min()) / span) for x in v]
-
-
-def _runs(t: Mapping) -> np.ndarray:
-    return F._runs(t)
-
-
-def _kind(t: Mapping) -> np.ndarray:
-    return np.asarray(t["kind"]).astype(str) if "kind" in t else np.full(F._nrows(t), "ladder")
 
 
 def _log_axes(ax, xlabel: str, ylabel: str) -> None:
@@ -131,31 +125,31 @@ def plot_learning_curves(curves: Mapping, result: Mapping, path: Path) -> Path |
         return None
     bfit = _fit(result, "B_crit")
     fig, axes = _figure(len(panels), "Learning curves against compute, with the C_min envelope")
-    run, kind = _runs(curves), _kind(curves)
+    run, kind = run_names(curves), kinds(curves)
     N = np.asarray(curves["N"], float)
     L = np.asarray(curves["val_loss"], float)
     names = [r for r in dict.fromkeys(run[kind == "ladder"])] or list(dict.fromkeys(run))
     colors = dict(zip(names, _colors([np.nanmax(N[run == r]) for r in names])))
     for ax, (conv, title) in zip(axes, panels):
-        C = np.asarray(curves[F.CONVENTION_COLUMNS[conv]], float)
+        C = np.asarray(curves[CONVENTION_COLUMNS[conv]], float)
         if bfit is not None and "batch_tokens" in curves:
             with np.errstate(all="ignore"):
-                C = F.c_min(C, np.asarray(curves["batch_tokens"], float), bfit.predict(L=L))
+                C = c_min(C, np.asarray(curves["batch_tokens"], float), bfit.predict(L=L))
         for r in names:
             m = (run == r) & np.isfinite(C) & (C > 0) & np.isfinite(L) & (L > 0)
             if m.any():
                 o = np.argsort(C[m])
                 ax.plot(C[m][o] / PF_DAY, L[m][o], color=colors[r], lw=0.9, alpha=0.8)
         env = result.get("by_convention", {}).get(conv, {}).get("envelope")
-        if isinstance(env, F.Envelope):
+        if isinstance(env, Envelope):
             u = env.usable
             ax.plot(env.C[u] / PF_DAY, env.loss[u], color="k", lw=2.2, label="lower envelope")
             fit = _fit(result, "L_Cmin", conv)
             if fit is not None:
                 xs = np.geomspace(env.C[u].min(), env.C[u].max(), 100)
                 _draw_law(ax, fit, xs, xs / PF_DAY, {"C_min": xs}, "tab:red",
-                          label=f"{fit.form}\nalpha_C={F.fmt_value(fit.params['alpha_C'])}, "
-                                f"C_c={F.fmt_value(fit.params['C_c_pf_days'])} PF-days")
+                          label=f"{fit.form}\nalpha_C={fmt_value(fit.params['alpha_C'])}, "
+                                f"C_c={fmt_value(fit.params['C_c_pf_days'])} PF-days")
         _skip_note(ax, result, "L_Cmin", conv)
         xl = "C_min (PF-days, eq. 5.5)" if bfit is not None else "C (PF-days)"
         _log_axes(ax, xl, "validation loss")
@@ -169,17 +163,17 @@ def plot_loss_vs_N(summary: Mapping, result: Mapping, path: Path) -> Path | None
     panels = panel_conventions(result)
     if not panels:
         return None
-    n = F._nrows(summary)
-    loss = F._final_loss(summary)
-    sel = F._select(summary, ("ladder",))
-    D = F._col(summary, "D", n)
+    n = nrows(summary)
+    loss = final_loss(summary)
+    sel = select(summary, ("ladder",))
+    D = col(summary, "D", n)
     if not (sel & np.isfinite(loss)).any():
         return None
     fig, axes = _figure(len(panels), "Loss against model size")
     for ax, (conv, title) in zip(axes, panels):
         with np.errstate(all="ignore"):
-            Neff = F.params_from_compute(F._col(summary, F.CONVENTION_COLUMNS[conv], n), D)
-        m = sel & F._finite_pos(Neff, loss)
+            Neff = params_from_compute(col(summary, CONVENTION_COLUMNS[conv], n), D)
+        m = sel & finite_pos(Neff, loss)
         ax.plot(Neff[m], loss[m], "o", color="tab:blue", label="ladder runs (best val loss)")
         fit = _fit(result, "L_N", conv)
         if fit is not None and m.any():
@@ -196,22 +190,22 @@ def plot_loss_vs_N(summary: Mapping, result: Mapping, path: Path) -> Path | None
 def plot_loss_vs_D(summary: Mapping, result: Mapping, path: Path) -> Path | None:
     """Data-limited runs: loss against tokens, the fitted L(N, D) at their N, and L(D)."""
     panels = panel_conventions(result)
-    n = F._nrows(summary)
-    kind = _kind(summary)
-    loss = F._final_loss(summary)
-    D = F._col(summary, "D", n)            # tokens seen, for N = C / 6D
-    Dd = F.dataset_size(summary)           # dataset size, the x axis
-    m0 = (kind == "data") & F._finite_pos(D, Dd, loss)
+    n = nrows(summary)
+    kind = kinds(summary)
+    loss = final_loss(summary)
+    D = col(summary, "D", n)            # tokens seen, for N = C / 6D
+    Dd = dataset_size(summary)           # dataset size, the x axis
+    m0 = (kind == "data") & finite_pos(D, Dd, loss)
     if not panels or not m0.any():
         return None
     fig, axes = _figure(len(panels), "Loss against dataset size (data-limited runs)")
     ld = _fit(result, "L_D")
     for ax, (conv, title) in zip(axes, panels):
         with np.errstate(all="ignore"):
-            Neff = F.params_from_compute(F._col(summary, F.CONVENTION_COLUMNS[conv], n), D)
-        m = m0 & F._finite_pos(Neff)
+            Neff = params_from_compute(col(summary, CONVENTION_COLUMNS[conv], n), D)
+        m = m0 & finite_pos(Neff)
         # one group per model (its non-embedding N); N_eff may differ in the last digits
-        key = F._col(summary, "N", n) if "N" in summary else np.round(np.log(Neff), 6)
+        key = col(summary, "N", n) if "N" in summary else np.round(np.log(Neff), 6)
         groups = np.unique(key[m])
         sizes = np.array([np.median(Neff[m & (key == g)]) for g in groups])
         cols = _colors(sizes) if sizes.size else []
@@ -219,7 +213,7 @@ def plot_loss_vs_D(summary: Mapping, result: Mapping, path: Path) -> Path | None
         fit = _fit(result, "L_ND", conv)
         for g, s, c in zip(groups, sizes, cols):
             k = m & (key == g)
-            ax.plot(Dd[k], loss[k], "o", color=c, label=f"runs at N = {F.fmt_value(s)}")
+            ax.plot(Dd[k], loss[k], "o", color=c, label=f"runs at N = {fmt_value(s)}")
             if fit is not None:
                 _draw_law(ax, fit, xs, xs, {"N": np.full_like(xs, s), "D": xs}, c,
                           label=fit.legend() if s == sizes[-1] else "_")
@@ -237,11 +231,11 @@ def plot_nopt_vs_C(result: Mapping, path: Path) -> Path | None:
     fitted, Chinchilla's N_opt = G (C / 6)^a."""
     panels = panel_conventions(result)
     envs = [result.get("by_convention", {}).get(c, {}).get("envelope") for c, _ in panels]
-    if not panels or not any(isinstance(e, F.Envelope) for e in envs):
+    if not panels or not any(isinstance(e, Envelope) for e in envs):
         return None
     fig, axes = _figure(len(panels), "Compute-optimal model size")
     for ax, (conv, title), env in zip(axes, panels, envs):
-        if not isinstance(env, F.Envelope):
+        if not isinstance(env, Envelope):
             _skip_note(ax, result, "envelope", conv)
             continue
         u = env.usable
@@ -253,12 +247,12 @@ def plot_nopt_vs_C(result: Mapping, path: Path) -> Path | None:
         fit = _fit(result, "N_opt", conv)
         if fit is not None:
             _draw_law(ax, fit, xs, xs / PF_DAY, {"C": xs}, "tab:red",
-                      label=f"{fit.form}, a={F.fmt_value(fit.params['a'])}, "
-                            f"k={F.fmt_value(fit.params['k_pf_days'])} (C in PF-days)")
+                      label=f"{fit.form}, a={fmt_value(fit.params['a'])}, "
+                            f"k={fmt_value(fit.params['k_pf_days'])} (C in PF-days)")
         chin = _fit(result, "chinchilla", conv)
         if chin is not None and not env.cmin_adjusted:  # G (C/6)^a is on C, not on C_min
-            ax.plot(xs / PF_DAY, F.chinchilla_N_opt(chin, xs), "-.", color="tab:green",
-                    label=f"Chinchilla G (C/6)^a, a={F.fmt_value(chin.params['a'])}")
+            ax.plot(xs / PF_DAY, chinchilla_N_opt(chin, xs), "-.", color="tab:green",
+                    label=f"Chinchilla G (C/6)^a, a={fmt_value(chin.params['a'])}")
         _skip_note(ax, result, "N_opt", conv)
         xl = "C_min (PF-days, eq. 5.5)" if env.cmin_adjusted else "C (PF-days)"
         _log_axes(ax, xl, "N_opt = C / 6D of the lowest run")
@@ -273,12 +267,12 @@ def plot_nopt_vs_C(result: Mapping, path: Path) -> Path | None:
 
 def plot_shape(summary: Mapping, path: Path) -> Path | None:
     """Kaplan Fig. 5: loss increase over the best shape of the same N, against d_model / n_layer."""
-    kind = _kind(summary)
-    n = F._nrows(summary)
-    loss = F._final_loss(summary)
-    N = F._col(summary, "N", n)
-    dm, nl = F._col(summary, "d_model", n), F._col(summary, "n_layer", n)
-    m = (kind == "shape") & F._finite_pos(loss, N, dm, nl)
+    kind = kinds(summary)
+    n = nrows(summary)
+    loss = final_loss(summary)
+    N = col(summary, "N", n)
+    dm, nl = col(summary, "d_model", n), col(summary, "n_layer", n)
+    m = (kind == "shape") & finite_pos(loss, N, dm, nl)
     if m.sum() < 2:
         return None
     fig, (ax,) = _figure(1, "Loss against shape at fixed size")
@@ -288,7 +282,7 @@ def plot_shape(summary: Mapping, path: Path) -> Path | None:
         rel = 100 * (loss[k] / loss[k].min() - 1)
         ar = dm[k] / nl[k]
         o = np.argsort(ar)
-        ax.plot(ar[o], rel[o], "o-", color=c, label=f"N ~ {F.fmt_value(10 ** g)}")
+        ax.plot(ar[o], rel[o], "o-", color=c, label=f"N ~ {fmt_value(10 ** g)}")
     ax.set_xscale("log")
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.xaxis.set_major_formatter(ScalarFormatter())
@@ -301,19 +295,19 @@ def plot_shape(summary: Mapping, path: Path) -> Path | None:
 
 def plot_sample_efficiency(curves: Mapping, path: Path) -> Path | None:
     """Kaplan Fig. 2 (left): loss against tokens processed, each model size of the ladder."""
-    run, kind = _runs(curves), _kind(curves)
-    tok = F._col(curves, "tokens", F._nrows(curves))
-    L = F._col(curves, "val_loss", F._nrows(curves))
-    N = F._col(curves, "N", F._nrows(curves))
+    run, kind = run_names(curves), kinds(curves)
+    tok = col(curves, "tokens", nrows(curves))
+    L = col(curves, "val_loss", nrows(curves))
+    N = col(curves, "N", nrows(curves))
     names = [r for r in dict.fromkeys(run[kind == "ladder"])]
     if not names:
         return None
     fig, (ax,) = _figure(1, "Sample efficiency: larger models reach a loss in fewer tokens")
     sizes = [np.nanmax(N[run == r]) for r in names]
     for r, s, c in zip(names, sizes, _colors(sizes)):
-        m = (run == r) & F._finite_pos(tok, L)
+        m = (run == r) & finite_pos(tok, L)
         o = np.argsort(tok[m])
-        ax.plot(tok[m][o], L[m][o], color=c, label=f"N = {F.fmt_value(s)}")
+        ax.plot(tok[m][o], L[m][o], color=c, label=f"N = {fmt_value(s)}")
     _log_axes(ax, "tokens processed", "validation loss")
     ax.legend(fontsize=7, ncol=2)
     return _save(fig, path)
@@ -321,12 +315,12 @@ def plot_sample_efficiency(curves: Mapping, path: Path) -> Path | None:
 
 def plot_transfer(curves: Mapping, path: Path) -> Path | None:
     """Kaplan Fig. 8: loss on another distribution against the validation loss."""
-    n = F._nrows(curves)
-    L, T = F._col(curves, "val_loss", n), F._col(curves, "transfer_loss", n)
-    m = F._finite_pos(L, T)
+    n = nrows(curves)
+    L, T = col(curves, "val_loss", n), col(curves, "transfer_loss", n)
+    m = finite_pos(L, T)
     if m.sum() < 2:
         return None
-    run, N = _runs(curves), F._col(curves, "N", n)
+    run, N = run_names(curves), col(curves, "N", n)
     fig, (ax,) = _figure(1, "Transfer: loss on another distribution against validation loss")
     names = [r for r in dict.fromkeys(run[m])]
     sizes = [np.nanmax(N[run == r]) for r in names]
@@ -345,24 +339,18 @@ def plot_transfer(curves: Mapping, path: Path) -> Path | None:
 
 def plot_sweep(sweep_dir: str | Path, result: Mapping | None = None, **fit_options) -> list[Path]:
     """Every figure the sweep supports, as PNGs next to its tables. `result` is fit_sweep's
-    return value; without one, the fit this process last made of the same tables with the same
-    `fit_options` is reused, or the fits are recomputed (not written)."""
-    sweep = Path(sweep_dir)
+    return value; without one the fits are computed with `fit_options` (and not written)."""
+    t = load_sweep_tables(sweep_dir)
     if result is None:
-        result = F.last_fit(sweep, **fit_options)
-    cpath, spath = sweep / "curves.csv", sweep / "summary.csv"
-    curves = F.read_table(cpath) if cpath.exists() else None
-    summary = F.read_table(spath) if spath.exists() else (
-        F._summary_from_curves(curves) if curves is not None else None)
+        result = fit_sweep(t.sweep, write=False, **fit_options)
+    sweep, curves, summary = t.sweep, t.curves, t.summary
     out: list[Path | None] = []
     if curves is not None:
         out.append(plot_learning_curves(curves, result, sweep / "fig_learning_curves.png"))
-    if summary is not None:
-        out.append(plot_loss_vs_N(summary, result, sweep / "fig_loss_vs_N.png"))
-        out.append(plot_loss_vs_D(summary, result, sweep / "fig_loss_vs_D.png"))
+    out.append(plot_loss_vs_N(summary, result, sweep / "fig_loss_vs_N.png"))
+    out.append(plot_loss_vs_D(summary, result, sweep / "fig_loss_vs_D.png"))
     out.append(plot_nopt_vs_C(result, sweep / "fig_nopt_vs_C.png"))
-    if summary is not None:
-        out.append(plot_shape(summary, sweep / "fig_shape.png"))
+    out.append(plot_shape(summary, sweep / "fig_shape.png"))
     if curves is not None:
         out.append(plot_sample_efficiency(curves, sweep / "fig_sample_efficiency.png"))
         out.append(plot_transfer(curves, sweep / "fig_transfer.png"))

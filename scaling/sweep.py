@@ -43,6 +43,8 @@ from sixn.bench.results import (device_slug, provenance, read_csv_rows, results_
 from sixn.model.config import GPTConfig
 from sixn.model.flops import flops_per_token, param_counts
 from sixn.model.presets import PRESETS
+from sixn.scaling.plots import plot_sweep
+from sixn.scaling.sweep_fits import fit_sweep
 
 from .train import LOG_COLUMNS, TrainConfig, TrainingDiverged, train
 
@@ -393,7 +395,7 @@ def run_sweep(plan: SweepPlan | str | None = None, out_dir: str | Path | None = 
               device: str | None = None, quick: bool = False, progress: bool = True,
               fit: bool = True, threads: int | None = None) -> Path:
     """Run (or resume) every run of `plan` and write curves.csv, summary.csv, experiments.json,
-    then the fits and plots when scaling.fits / scaling.plots provide them. Returns the folder.
+    then the fits and plots (scaling.sweep_fits, scaling.plots). Returns the folder.
 
     plan: a SweepPlan, a preset-set name ("cpu" / "gpu") or None for this device's default.
     threads: torch CPU threads while it runs (default 1 on the CPU: the ladder's small matmuls
@@ -457,20 +459,19 @@ def _run_sweep(plan, out_dir, dev: str, quick: bool, progress: bool, fit: bool) 
 
 
 def fit_and_plot(sweep_dir: Path) -> list[str]:
-    """Call scaling.fits.fit_sweep and scaling.plots.plot_sweep when they exist; say what happened."""
+    """fit_sweep (writes fits.json / fits.csv), then plot_sweep on that result; say what happened.
+    A failing fit or plot is reported, never raised: it must not lose the sweep's data."""
     notes = []
-    for mod, fn in (("sixn.scaling.fits", "fit_sweep"), ("sixn.scaling.plots", "plot_sweep")):
-        try:
-            module = __import__(mod, fromlist=[fn])
-            func = getattr(module, fn)
-        except (ImportError, AttributeError) as e:
-            notes.append(f"{mod}.{fn} is not available ({e}); skipped")
-            continue
-        try:
-            func(sweep_dir)
-            notes.append(f"{mod}.{fn} done")
-        except Exception as e:  # a failing fit must not lose the sweep's data
-            notes.append(f"{mod}.{fn} failed: {type(e).__name__}: {e}")
+    try:
+        result = fit_sweep(sweep_dir)
+        notes.append("fits done")
+    except Exception as e:
+        return [f"fits failed: {type(e).__name__}: {e}"]
+    try:
+        plot_sweep(sweep_dir, result)
+        notes.append("plots done")
+    except Exception as e:
+        notes.append(f"plots failed: {type(e).__name__}: {e}")
     return notes
 
 

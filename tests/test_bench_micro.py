@@ -30,11 +30,11 @@ def test_executed_gpt2_small(benchmark):
 
 
 def test_scaling_fit(benchmark):
-    fits = pytest.importorskip("sixn.scaling.fits")
+    from sixn.scaling.kaplan import fit_L_N
     rng = np.random.default_rng(0)
     N = np.logspace(4, 8, 8)
     L = (8.8e13 / N) ** 0.076 * np.exp(rng.normal(0, 0.002, N.size))
-    fit = benchmark(fits.fit_L_N, N, L, n_boot=20)
+    fit = benchmark(fit_L_N, N, L, n_boot=20)
     assert fit.params["alpha_N"] == pytest.approx(0.076, rel=0.1)
 
 

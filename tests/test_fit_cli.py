@@ -8,7 +8,7 @@ import pytest
 
 from sixn.bench.cli import main
 from sixn.model.flops import PF_DAY
-from sixn.scaling import fits as F
+from sixn.scaling.laws import LAWS
 
 CHINCHILLA = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
 
@@ -25,7 +25,7 @@ def _write(path, header, rows):
 def points():
     N = np.repeat(np.geomspace(1e7, 1e10, 8), 8)
     D = np.tile(np.geomspace(1e9, 1e12, 8), 8)
-    L = F.LAWS["chinchilla"].fn(CHINCHILLA, N, D) * np.exp(
+    L = LAWS["chinchilla"].fn(CHINCHILLA, N, D) * np.exp(
         np.random.default_rng(0).normal(0, 0.01, N.size))
     return N, D, L
 

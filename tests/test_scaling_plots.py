@@ -2,7 +2,8 @@
 
 import pytest
 
-from sixn.scaling import fits as F
+from sixn.scaling.sweep_fits import fit_sweep
+from sixn.scaling.synthetic import synthetic_sweep
 from sixn.scaling import plots as P
 
 ALL = ["fig_learning_curves.png", "fig_loss_vs_N.png", "fig_loss_vs_D.png", "fig_nopt_vs_C.png",
@@ -18,9 +19,8 @@ def _check_pngs(paths, names, folder):
 
 
 def test_plot_sweep_writes_every_figure(tmp_path):
-    sweep = F.synthetic_sweep(tmp_path / "sweep", seed=1, n_eval=16)
-    res = F.fit_sweep(sweep, n_boot=10, chinchilla_polish=2, write=False)
-    assert F.last_fit(sweep, n_boot=10, chinchilla_polish=2) is res  # plots after fits: no refit
+    sweep = synthetic_sweep(tmp_path / "sweep", seed=1, n_eval=16)
+    res = fit_sweep(sweep, n_boot=10, chinchilla_polish=2, write=False)
     assert P.panel_conventions(res) == [("kaplan_6N", "6N compute (Kaplan)"),
                                         ("measured", "measured compute")]
     paths = P.plot_sweep(sweep, res)
@@ -29,7 +29,7 @@ def test_plot_sweep_writes_every_figure(tmp_path):
 
 
 def test_plot_sweep_without_measured_compute_or_experiments(tmp_path):
-    sweep = F.synthetic_sweep(tmp_path / "s", kinds=("ladder", "data"), measured=False, n_eval=10)
+    sweep = synthetic_sweep(tmp_path / "s", kinds=("ladder", "data"), measured=False, n_eval=10)
     paths = P.plot_sweep(sweep, n_boot=5, chinchilla_polish=2)  # fits recomputed, not written
     _check_pngs(paths, [n for n in ALL if n != "fig_shape.png"], sweep)
     assert not (sweep / "fits.json").exists()

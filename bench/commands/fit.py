@@ -29,7 +29,10 @@ import numpy as np
 
 from sixn.bench.errors import CLIError
 from sixn.model.flops import PF_DAY, run_compute, tokens_from_compute
-from sixn.scaling import fits as F
+from sixn.scaling.chinchilla import fit_chinchilla
+from sixn.scaling.fitting import DEFAULT_BOOTSTRAP
+from sixn.scaling.kaplan import fit_L_N, fit_N_opt
+from sixn.scaling.laws import Fit, fmt_value
 
 ALIASES = {
     "N": ("n", "params", "n_params", "parameters"),
@@ -46,7 +49,7 @@ ISOFLOP_TOL = 0.02        # compute budgets within 2 % are one isoFLOP group
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("table", help="CSV with columns N and loss (or L / val_loss), plus D or C")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    p.add_argument("--bootstrap", type=int, default=F.DEFAULT_BOOTSTRAP, metavar="B",
+    p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, metavar="B",
                    help="bootstrap resamples for the intervals (default %(default)s; 0: none)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default %(default)s)")
     p.add_argument("--conv", default="6N", choices=["6N"],
@@ -112,7 +115,7 @@ def load_table(path: str | Path, c_units: str = "flops") -> dict:
            "loss": _column(rows, cols["loss"], "loss")}
     if "C" in cols:
         out["C"] = _column(rows, cols["C"], f"compute, {c_units}") * (PF_DAY if c_units == "pf-days"
-                                                                    else 1.0)
+                                                                      else 1.0)
     if "D" in cols:
         out["D"] = _column(rows, cols["D"], "tokens")
     elif "C" in cols:
@@ -160,7 +163,7 @@ def fit_table(t: dict, n_boot: int, seed: int, full_grid: bool = False) -> dict:
     if uN.size < MIN_N_POINTS:
         raise CLIError(f"too few points: L(N) needs at least {MIN_N_POINTS} distinct N values, "
                        f"the table has {uN.size}")
-    res["fits"]["L_N"] = F.fit_L_N(uN, bestL, n_boot=n_boot, seed=seed)
+    res["fits"]["L_N"] = fit_L_N(uN, bestL, n_boot=n_boot, seed=seed)
     chin = None
     if "D" in t:
         D = t["D"]
@@ -173,14 +176,14 @@ def fit_table(t: dict, n_boot: int, seed: int, full_grid: bool = False) -> dict:
                 raise CLIError(f"too few points: the Chinchilla form needs at least 2 distinct "
                                f"values of {name}, the table has 1{hint}")
         try:
-            chin = F.fit_chinchilla(N, D, L, n_boot=n_boot, seed=seed,
-                                    n_polish=None if full_grid else 64)
+            chin = fit_chinchilla(N, D, L, n_boot=n_boot, seed=seed,
+                                  n_polish=None if full_grid else 64)
         except ValueError as e:
             raise CLIError(str(e)) from None
         res["fits"]["chinchilla"] = chin
         method, c, n = empirical_n_opt(t["C"], N, L)
         if np.unique(c).size >= 2 and c.size >= MIN_NOPT_POINTS:
-            f = F.fit_N_opt(c, n, n_boot=n_boot, seed=seed, notes=f"empirical ({method})")
+            f = fit_N_opt(c, n, n_boot=n_boot, seed=seed, notes=f"empirical ({method})")
             res["fits"]["N_opt_empirical"] = f
         else:
             res["fits"]["N_opt_empirical"] = {
@@ -189,9 +192,9 @@ def fit_table(t: dict, n_boot: int, seed: int, full_grid: bool = False) -> dict:
     for k in ("E", "A", "B", "alpha", "beta", "a", "b", "G"):
         res[k] = chin.params[k] if chin else None
     res["intervals"] = {k: list(chin.intervals[k]) for k in ("E", "A", "B", "alpha", "beta", "a",
-                                                              "b", "G")} if chin else {}
+                                                             "b", "G")} if chin else {}
     emp = res["fits"].get("N_opt_empirical")
-    res["a_empirical"] = emp.params["a"] if isinstance(emp, F.Fit) else None
+    res["a_empirical"] = emp.params["a"] if isinstance(emp, Fit) else None
     return res
 
 
@@ -202,7 +205,7 @@ def _clean(o):
         return {k: _clean(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)):
         return [_clean(v) for v in o]
-    if isinstance(o, F.Fit):
+    if isinstance(o, Fit):
         return _clean(o.to_dict())
     if isinstance(o, np.generic):
         return _clean(o.item())
@@ -215,11 +218,11 @@ def _text(res: dict) -> str:
              + f"; bootstrap {res['bootstrap']} (seed {res['seed']}), intervals 2.5-97.5 %"]
     for name, f in res["fits"].items():
         lines.append("")
-        if isinstance(f, F.Fit):
+        if isinstance(f, Fit):
             lines.append(f"{name} ({f.n} points, R^2 log {fmt(f.r2_log)}): {f.form}")
             for k, v in f.params.items():
                 lo, hi = f.intervals[k]
-                lines.append(f"  {k:<10} {F.fmt_value(v):>12}   [{F.fmt_value(lo)}, {F.fmt_value(hi)}]")
+                lines.append(f"  {k:<10} {fmt_value(v):>12}   [{fmt_value(lo)}, {fmt_value(hi)}]")
             if f.notes:
                 lines.append(f"  ({f.notes})")
         else:
@@ -227,15 +230,15 @@ def _text(res: dict) -> str:
     if res.get("a") is not None:
         lo, hi = res["intervals"]["a"]
         lines.append("")
-        lines.append(f"N_opt ~ C^a with a = beta/(alpha+beta) = {F.fmt_value(res['a'])} "
-                     f"[{F.fmt_value(lo)}, {F.fmt_value(hi)}]"
-                     + (f"; empirical a = {F.fmt_value(res['a_empirical'])}"
+        lines.append(f"N_opt ~ C^a with a = beta/(alpha+beta) = {fmt_value(res['a'])} "
+                     f"[{fmt_value(lo)}, {fmt_value(hi)}]"
+                     + (f"; empirical a = {fmt_value(res['a_empirical'])}"
                         if res.get("a_empirical") is not None else ""))
     return "\n".join(lines)
 
 
 def fmt(x) -> str:
-    return F.fmt_value(x)
+    return fmt_value(x)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,0 +1,242 @@
+"""Every fit a sweep's tables support, under each compute convention side by side.
+
+fit_sweep(sweep_dir) reads <sweep>/curves.csv and <sweep>/summary.csv (summary is derived from
+curves when absent), fits, and writes <sweep>/fits.json and <sweep>/fits.csv. Fits the data cannot
+support are listed under "skipped" with the reason. The steps:
+
+  load_sweep_tables     the tables and the compute conventions present in them
+  independent_fits      laws that do not depend on how compute is counted: B_crit(L) from every
+                        evaluation with a b_simple (tokens); L(D) from the data-limited runs
+                        (kind "data") of their largest model; L(N, S) from the ladder's evaluations
+                        past 20 % of each run
+  convention_fits       per convention: L(N) on the ladder's best validation losses; L(N, D) and
+                        Chinchilla approach 3 on every ladder and data run (D the dataset size,
+                        the best, early-stopped, loss); the C_min envelope of the ladder's learning
+                        curves, L(C_min) and N_opt(C) along it
+  comparison_table      one row per fitted constant, next to the published value
+
+Where a law needs a parameter count, it uses the count the convention implies,
+N_eff = C / (6 D) (model.flops.params_from_compute), so C = 6 N_eff D holds in every convention and
+kaplan_6N gives back Kaplan's non-embedding N. One-layer runs are left out of every fit (Kaplan).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+
+from sixn.bench.results import write_csv, write_json
+from sixn.model.flops import params_from_compute
+from sixn.scaling.chinchilla import fit_chinchilla
+from sixn.scaling.envelope import Envelope, cmin_envelope
+from sixn.scaling.fitting import DEFAULT_BOOTSTRAP
+from sixn.scaling.kaplan import fit_B_crit, fit_L_Cmin, fit_L_D, fit_L_N, fit_L_ND, fit_L_NS, fit_N_opt
+from sixn.scaling.laws import LAWS, PUBLISHED, Fit
+from sixn.scaling.tables import (CONVENTION_COLUMNS, Table, col, dataset_size, final_loss,
+                                 finite_pos, nrows, present_conventions, read_table, run_names,
+                                 select, summary_from_curves)
+
+
+class Skip(Exception):
+    """A fit the data cannot support; its message is the reason recorded under "skipped"."""
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    n_boot: int = DEFAULT_BOOTSTRAP
+    seed: int = 0
+    chinchilla_polish: int | None = 64   # L-BFGS-B starts for approach 3 (None: the whole grid)
+
+
+@dataclass
+class SweepTables:
+    sweep: Path
+    curves: Table | None
+    summary: Table
+    conventions: list[str]
+
+
+@dataclass
+class _Skipped:
+    """Collects the fits that were skipped, with the reason, while fits are attempted."""
+    rows: list
+
+    def attempt(self, slot: dict, name: str, conv: str | None, fn: Callable[[], object]) -> None:
+        try:
+            slot[name] = fn()
+        except (Skip, ValueError) as e:
+            slot[name] = {"skipped": True, "reason": str(e)}
+            self.rows.append({"fit": name, "convention": conv, "reason": str(e)})
+
+
+def load_sweep_tables(sweep_dir: str | Path) -> SweepTables:
+    """curves.csv and summary.csv of a sweep (summary derived from curves when missing) and the
+    conventions with compute in them, in CONVENTION_COLUMNS order."""
+    sweep = Path(sweep_dir)
+    cpath, spath = sweep / "curves.csv", sweep / "summary.csv"
+    if not cpath.exists() and not spath.exists():
+        raise ValueError(f"{sweep}: neither curves.csv nor summary.csv found; run `sixn scale` first")
+    curves = read_table(cpath) if cpath.exists() else None
+    summary = read_table(spath) if spath.exists() else summary_from_curves(curves)
+    found = set(present_conventions(summary))
+    if curves is not None:
+        found |= set(present_conventions(curves))
+    return SweepTables(sweep, curves, summary, [c for c in CONVENTION_COLUMNS if c in found])
+
+
+def independent_fits(t: SweepTables, opts: FitOptions, skipped: _Skipped) -> dict:
+    """B_crit(L), L(D) and L(N, S): the laws that do not depend on the compute convention."""
+    out: dict = {}
+    curves, summary = t.curves, t.summary
+    kw = {"n_boot": opts.n_boot, "seed": opts.seed}
+
+    def bcrit():
+        if curves is None or "b_simple" not in curves:
+            raise Skip("no b_simple column in curves.csv")
+        b, L = np.asarray(curves["b_simple"], float), np.asarray(curves["val_loss"], float)
+        m = finite_pos(b, L)
+        if m.sum() < 3:
+            raise Skip(f"needs at least 3 evaluations with b_simple, got {int(m.sum())}")
+        return fit_B_crit(b[m], L[m], **kw)
+    skipped.attempt(out, "B_crit", None, bcrit)
+    bfit = out["B_crit"] if isinstance(out["B_crit"], Fit) else None
+
+    def ld():
+        kind = np.asarray(summary["kind"]).astype(str) if "kind" in summary else \
+            np.full(nrows(summary), "ladder")
+        Dd, loss, N = dataset_size(summary), final_loss(summary), col(summary, "N")
+        m = (kind == "data") & finite_pos(Dd, loss, N)
+        if not m.any():
+            raise Skip("no data-limited runs (kind 'data') in summary.csv")
+        m &= N == N[m].max()
+        return fit_L_D(Dd[m], loss[m], **kw)
+    skipped.attempt(out, "L_D", None, ld)
+
+    def lns():
+        if bfit is None:
+            raise Skip("needs a B_crit fit for S_min (eq. 5.4)")
+        c = curves
+        step = col(c, "step")
+        run = run_names(c)
+        last = {r: np.nanmax(step[run == r]) for r in set(run)}
+        late = step >= 0.2 * np.array([last[r] for r in run])
+        m = select(c, ("ladder",)) & late & finite_pos(step, col(c, "batch_tokens"),
+                                                       col(c, "val_loss"), col(c, "N"))
+        return fit_L_NS(c["N"][m], step[m], c["batch_tokens"][m], c["val_loss"][m], bfit, **kw)
+    skipped.attempt(out, "L_NS", None, lns)
+    return out
+
+
+def convention_fits(t: SweepTables, conv: str, bfit: Fit | None, opts: FitOptions,
+                    skipped: _Skipped) -> dict:
+    """L(N), L(N, D), Chinchilla approach 3, the C_min envelope, L(C_min) and N_opt(C) under one
+    compute convention."""
+    out: dict = {}
+    summary, curves = t.summary, t.curves
+    kw = {"n_boot": opts.n_boot, "seed": opts.seed, "convention": conv}
+    loss, D, Dd = final_loss(summary), col(summary, "D"), dataset_size(summary)
+    with np.errstate(all="ignore"):
+        Neff = params_from_compute(col(summary, CONVENTION_COLUMNS[conv]), D)
+    ladder = select(summary, ("ladder",)) & finite_pos(Neff, loss)
+    both = select(summary, ("ladder", "data")) & finite_pos(Neff, Dd, loss)
+
+    skipped.attempt(out, "L_N", conv, lambda: fit_L_N(Neff[ladder], loss[ladder], **kw))
+    skipped.attempt(out, "L_ND", conv, lambda: fit_L_ND(Neff[both], Dd[both], loss[both], **kw))
+    skipped.attempt(out, "chinchilla", conv, lambda: fit_chinchilla(
+        Neff[both], Dd[both], loss[both], n_polish=opts.chinchilla_polish, **kw))
+
+    def env():
+        if curves is None:
+            raise Skip("no curves.csv")
+        return cmin_envelope(curves, conv, bfit)
+    skipped.attempt(out, "envelope", conv, env)
+    e = out["envelope"] if isinstance(out["envelope"], Envelope) else None
+    note = ("C_min by eq. 5.5 from the B_crit fit" if bfit is not None
+            else "no B_crit fit: C as counted, not C_min")
+
+    def lc():
+        if e is None:
+            raise Skip("no C_min envelope")
+        u = e.usable
+        return fit_L_Cmin(e.C[u], e.loss[u], notes=note, **kw)
+    skipped.attempt(out, "L_Cmin", conv, lc)
+
+    def nopt():
+        if e is None:
+            raise Skip("no C_min envelope")
+        u = e.interior
+        if np.unique(e.N_eff[u]).size < 2:
+            raise Skip(f"the envelope has {np.unique(e.N_eff[u]).size} model size(s) lowest "
+                       f"away from the ends of the ladder; N_opt(C) needs 2 or more")
+        return fit_N_opt(e.C[u], e.N_eff[u], notes=note + "; N of the lowest run at each compute, "
+                         "points where the smallest or largest model is lowest left out (censored)",
+                         **kw)
+    skipped.attempt(out, "N_opt", conv, nopt)
+    return out
+
+
+def fit_sweep(sweep_dir: str | Path, *, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0,
+              write: bool = True, chinchilla_polish: int | None = 64) -> dict:
+    """Every fit the sweep's tables support, for each compute convention side by side; the dict
+    holds Fit and Envelope objects (their bootstrap draws kept for plots) and is what fits.json
+    holds (write=True)."""
+    opts = FitOptions(n_boot, seed, chinchilla_polish)
+    t = load_sweep_tables(sweep_dir)
+    skipped = _Skipped([])
+    out: dict = {"sweep": str(t.sweep), "conventions": t.conventions, "n_boot": n_boot,
+                 "seed": seed, "independent": {}, "by_convention": {}, "skipped": [],
+                 "published": PUBLISHED}
+    out["independent"] = independent_fits(t, opts, skipped)
+    bfit = out["independent"]["B_crit"]
+    bfit = bfit if isinstance(bfit, Fit) else None
+    out["by_convention"] = {c: convention_fits(t, c, bfit, opts, skipped) for c in t.conventions}
+    out["skipped"] = skipped.rows
+    out["comparison"] = comparison_table(out)
+    if write:
+        write_fits(out, t.sweep)
+    return out
+
+
+def comparison_table(result: Mapping) -> list[dict]:
+    """Rows (fit, param, convention, ours, lo, hi, published, source) for every fitted constant."""
+    rows = []
+    published: dict = {}
+    for src, fits in PUBLISHED.items():
+        for fit, ps in fits.items():
+            for k, v in ps.items():
+                published.setdefault((fit, k), (v, src))
+
+    def clean(v):
+        return None if v is None or not np.isfinite(v) else float(v)
+
+    slots = [(None, result.get("independent", {}))] + list(result.get("by_convention", {}).items())
+    for conv, slot in slots:
+        for name, f in slot.items():
+            if isinstance(f, Fit):
+                for k, v in f.params.items():
+                    pv, src = published.get((name, k), (None, ""))
+                    lo, hi = f.intervals.get(k, (math.nan, math.nan))
+                    rows.append({"fit": name, "law": f.form, "convention": conv or "independent",
+                                 "param": k, "value": clean(v), "lo": clean(lo), "hi": clean(hi),
+                                 "n": f.n, "r2_log": clean(f.r2_log), "published": pv, "source": src,
+                                 "status": "ok", "reason": ""})
+            elif isinstance(f, dict) and f.get("skipped"):
+                rows.append({"fit": name, "law": LAWS[name].form if name in LAWS else "",
+                             "convention": conv or "independent", "param": "", "value": None,
+                             "lo": None, "hi": None, "n": 0, "r2_log": None, "published": None,
+                             "source": "", "status": "skipped", "reason": f["reason"]})
+    return rows
+
+
+def write_fits(result: Mapping, sweep_dir: str | Path) -> tuple[Path, Path]:
+    """fits.json (the whole result) and fits.csv (the comparison table) in the sweep folder."""
+    sweep = Path(sweep_dir)
+    j = write_json(sweep / "fits.json", dict(result))
+    c = write_csv(sweep / "fits.csv", [
+        {k: ("" if v is None or (isinstance(v, float) and not np.isfinite(v)) else v)
+         for k, v in r.items()} for r in result.get("comparison") or comparison_table(result)])
+    return j, c

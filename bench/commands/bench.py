@@ -37,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from sixn.bench import argtypes
 from sixn.bench import peaks as peaks_mod
 from sixn.bench.errors import CLIError
 from sixn.bench.results import (PROVENANCE_FIELDS, append_csv, device_name, device_slug, provenance,
@@ -59,20 +60,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"repeatable: {', '.join(PROVIDERS)}; default "
                         f"{', '.join(default_providers(torch.device('cuda')))} on a GPU, "
                         f"{', '.join(default_providers(torch.device('cpu')))} on the CPU")
-    p.add_argument("--steps", type=int, default=None, help="timed steps (default 20 GPU, 5 CPU)")
-    p.add_argument("--warmup", type=int, default=None,
+    p.add_argument("--steps", type=argtypes.positive_int, default=None, help="timed steps (default 20 GPU, 5 CPU)")
+    p.add_argument("--warmup", type=argtypes.nonneg_int, default=None,
                    help="untimed warm-up steps (default 5 GPU, 2 CPU)")
-    p.add_argument("--batch", type=int, default=None,
+    p.add_argument("--batch", type=argtypes.positive_int, default=None,
                    help="sequences per step (default: 32768 tokens / seq_len on a GPU, halved "
                         "on out-of-memory; 4 on the CPU)")
-    p.add_argument("--seq-len", type=int, default=None,
+    p.add_argument("--seq-len", type=argtypes.positive_int, default=None,
                    help="tokens per sequence (default n_ctx on a GPU, min(n_ctx, 256) on the CPU)")
     p.add_argument("--json", action="store_true", help="print the rows as a JSON list")
-    p.add_argument("--csv", metavar="PATH", help="also append the rows to this CSV")
-    p.add_argument("--out", metavar="DIR", default=None,
+    p.add_argument("--csv", metavar="PATH", type=argtypes.output_file, help="also append the rows to this CSV")
+    p.add_argument("--out", metavar="DIR", default=None, type=argtypes.output_dir,
                    help="output folder (default results/bench/<device-slug>/)")
     p.add_argument("--no-plots", action="store_true", help="do not draw the figures")
-    p.add_argument("--ddp", type=int, default=None, metavar="N",
+    p.add_argument("--ddp", type=argtypes.positive_int, default=None, metavar="N",
                    help="also time the steps under DDP with N processes (torchrun)")
     p.add_argument("--profile", action="store_true",
                    help="profile every step by kernel family (always done on a GPU)")
@@ -87,11 +88,6 @@ def _check_args(args, dev: torch.device) -> tuple[list[str], list[str]]:
             step_shape(cfg, dev, args.batch, args.seq_len)
     except ValueError as e:
         raise CLIError(str(e)) from None
-    for flag, v, lo in (("--steps", args.steps, 1), ("--warmup", args.warmup, 0),
-                        ("--batch", args.batch, 1), ("--seq-len", args.seq_len, 1),
-                        ("--ddp", args.ddp, 1)):
-        if v is not None and v < lo:
-            raise CLIError(f"{flag} must be >= {lo}, got {v}")
     if args.ddp and dev.type == "cuda" and args.ddp > torch.cuda.device_count():
         raise CLIError(f"--ddp {args.ddp} needs {args.ddp} GPUs; torch sees {torch.cuda.device_count()}")
     return presets, providers

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sixn.bench import argtypes
 from sixn.bench.errors import CLIError
 from sixn.model.flops import PF_DAY, run_compute, tokens_from_compute
 from sixn.scaling.chinchilla import fit_chinchilla
@@ -47,11 +48,11 @@ ISOFLOP_TOL = 0.02        # compute budgets within 2 % are one isoFLOP group
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("table", help="CSV with columns N and loss (or L / val_loss), plus D or C")
+    p.add_argument("table", type=argtypes.readable_file, help="CSV with columns N and loss (or L / val_loss), plus D or C")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, metavar="B",
+    p.add_argument("--bootstrap", type=argtypes.nonneg_int, default=DEFAULT_BOOTSTRAP, metavar="B",
                    help="bootstrap resamples for the intervals (default %(default)s; 0: none)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default %(default)s)")
+    p.add_argument("--seed", type=argtypes.seed, default=0, help="bootstrap seed (default %(default)s)")
     p.add_argument("--conv", default="6N", choices=["6N"],
                    help="how C relates to N and D: 6N means C = 6 N D (Kaplan, Chinchilla)")
     p.add_argument("--c-units", default="flops", choices=["flops", "pf-days"],
@@ -242,8 +243,6 @@ def fmt(x) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.bootstrap < 0:
-        raise CLIError(f"--bootstrap must be >= 0, got {args.bootstrap}")
     t = load_table(args.table, args.c_units)
     res = fit_table(t, args.bootstrap, args.seed, args.full_grid)
     res["conv"] = args.conv

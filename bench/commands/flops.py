@@ -23,6 +23,7 @@ import json
 import sys
 from pathlib import Path
 
+from sixn.bench import argtypes
 from sixn.bench.errors import CLIError
 from sixn.model.config import GPTConfig
 from sixn.model.flops import CONVENTIONS, GROUPS, accounting, fmt_flops
@@ -37,28 +38,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                     f"unless --d-model is given")
     p.add_argument("--list-presets", action="store_true", help="list the presets and exit")
     for f in SHAPE_FLAGS:
-        p.add_argument("--" + f.replace("_", "-"), type=int, default=None, metavar="INT",
+        p.add_argument("--" + f.replace("_", "-"), type=argtypes.positive_int, default=None, metavar="INT",
                        help=f"override {f} (d_attn, d_ff and n_head not given then follow "
                             f"Kaplan's shape)" if f == "d_model" else f"override {f}")
     p.add_argument("--untied-head", action="store_true",
                    help="give the de-embedding its own matrix (default: tied to the token embedding)")
     p.add_argument("--no-bias", action="store_true", help="no biases in Linear and LayerNorm")
-    p.add_argument("--seq-len", type=int, default=None,
+    p.add_argument("--seq-len", type=argtypes.positive_int, default=None,
                    help="sequence length T for the context terms and --measure (default n_ctx)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    p.add_argument("--csv", metavar="PATH", help="also write the rows (or the measured rows) as CSV")
+    p.add_argument("--csv", metavar="PATH", type=argtypes.output_file, help="also write the rows (or the measured rows) as CSV")
     m = p.add_argument_group("measured FLOPs")
     m.add_argument("--measure", choices=MEASURE_COUNTERS, default=None,
                    help="count the executed FLOPs of one training step with this counter")
-    m.add_argument("--batch", type=int, default=1, help="sequences in the measured step (default 1)")
+    m.add_argument("--batch", type=argtypes.positive_int, default=1, help="sequences in the measured step (default 1)")
     m.add_argument("--backend", choices=("torch", "triton"), default="torch",
                    help="model backend for --measure (default torch)")
-    m.add_argument("--device", default=None,
+    m.add_argument("--device", default=None, type=argtypes.device("meta", "cpu", "cuda"),
                    help="device for --measure (default: meta for dispatch/torch, cpu for the "
                         "interpreter, cuda for ncu)")
     m.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: float32 "
                                                   "on CPU, bfloat16 on a GPU)")
-    m.add_argument("--out", metavar="DIR", default=None,
+    m.add_argument("--out", metavar="DIR", default=None, type=argtypes.output_dir,
                    help="folder for the measured summary and raw counter output "
                         "(default results/flops/<device>)")
 
@@ -199,8 +200,6 @@ def run_measure(args: argparse.Namespace, cfg: GPTConfig) -> dict:
     from sixn.bench.results import device_slug, provenance, results_root, write_csv, write_json
 
     T = args.seq_len or cfg.n_ctx
-    if args.batch <= 0:
-        raise CLIError(f"--batch must be positive, got {args.batch}")
     try:
         sc = counters.count_step(cfg, args.batch, T, counter=args.measure, backend=args.backend,
                                  device=args.device, dtype=args.dtype)

@@ -43,6 +43,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from sixn.bench import argtypes
 from sixn.bench.errors import CLIError
 from sixn.bench.timing import bench
 from sixn.model.flops import ATTENTION_MODES, EXACT_GEMM, attention_model_flops
@@ -353,9 +354,9 @@ def format_table(rows: list[dict], ratio_rows: list[dict]) -> str:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--family", choices=("all", "attention", "mlp"), default="all")
-    p.add_argument("--seq-len", type=int, action="append", default=None, metavar="T",
+    p.add_argument("--seq-len", type=argtypes.positive_int, action="append", default=None, metavar="T",
                    help=f"attention sequence length, repeatable (default {', '.join(map(str, SEQ_LENS))})")
-    p.add_argument("--head-dim", type=int, action="append", default=None, metavar="D",
+    p.add_argument("--head-dim", type=argtypes.positive_int, action="append", default=None, metavar="D",
                    help="attention head dim, repeatable (default 64, 128)")
     p.add_argument("--causal", choices=("both", "causal", "non-causal"), default="both")
     p.add_argument("--mode", action="append", default=None, choices=ATTENTION_MODES,
@@ -363,19 +364,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--provider", action="append", default=None, metavar="NAME",
                    help=f"repeatable; attention: {', '.join(ATTN_PROVIDERS)} (default all but "
                         f"sdpa-math); mlp: {', '.join(MLP_PROVIDERS)}")
-    p.add_argument("--tokens", type=int, default=TOKENS,
+    p.add_argument("--tokens", type=argtypes.positive_int, default=TOKENS,
                    help=f"tokens per batch, B x T for attention and M for the MLP (default {TOKENS})")
-    p.add_argument("--hidden", type=int, default=HIDDEN,
+    p.add_argument("--hidden", type=argtypes.positive_int, default=HIDDEN,
                    help=f"attention width H x D (default {HIDDEN})")
-    p.add_argument("--mlp-d-model", type=int, action="append", default=None, metavar="D",
+    p.add_argument("--mlp-d-model", type=argtypes.positive_int, action="append", default=None, metavar="D",
                    help=f"MLP shapes K = D, N = 4 D, repeatable (default {', '.join(map(str, MLP_D_MODELS))})")
     p.add_argument("--dtype", choices=("bf16", "fp16"), default="bf16")
-    p.add_argument("--rep-ms", type=float, default=100, help="timing budget per case (ms)")
+    p.add_argument("--rep-ms", type=argtypes.positive_float, default=100, help="timing budget per case (ms)")
     p.add_argument("--quick", action="store_true",
                    help=f"fewer cases: T {', '.join(map(str, QUICK_SEQ_LENS))}, MLP d_model "
                         f"{', '.join(map(str, QUICK_MLP_D_MODELS))}")
     p.add_argument("--json", action="store_true", help="print the rows as a JSON list")
-    p.add_argument("--out", metavar="DIR", default=None, help="output folder (default results/kernels/)")
+    p.add_argument("--out", metavar="DIR", default=None, type=argtypes.output_dir, help="output folder (default results/kernels/)")
     p.add_argument("--no-plots", action="store_true")
 
 

@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import csv
 import datetime as _dt
-import importlib
 import io
 import json
 import math
@@ -35,7 +34,8 @@ from typing import Any, Callable
 
 import torch
 
-from sixn.bench.cli import COMMANDS, CLIError
+from sixn.bench import argtypes, cli
+from sixn.bench.cli import CLIError
 from sixn.bench.results import (atomic_write_text, device_slug, provenance, results_root, write_json)
 
 STAGES = ("flops", "bench", "validate", "scaling")
@@ -68,10 +68,6 @@ def run_command(argv: list[str], log_path: Path, echo_stderr: bool = True) -> tu
     """Run `sixn <argv>` in this process, stdout and stderr kept in log_path (stderr, where the
     progress goes, also shown). Returns the exit status and what the command printed on stdout."""
     name = argv[0]
-    module = importlib.import_module(COMMANDS[name][0])
-    parser = argparse.ArgumentParser(prog=f"sixn {name}")
-    module.add_arguments(parser)
-    args = parser.parse_args(argv[1:])
     log_path.parent.mkdir(parents=True, exist_ok=True)
     out = io.StringIO()
     with open(log_path, "a") as log:
@@ -86,11 +82,7 @@ def run_command(argv: list[str], log_path: Path, echo_stderr: bool = True) -> tu
                 return tee_out.write(s)
 
         with contextlib.redirect_stdout(_Both()), contextlib.redirect_stderr(tee_err):
-            try:
-                rc = int(module.run(args) or 0)
-            except CLIError as e:
-                print(f"sixn {name}: error: {e}", file=sys.stderr)
-                rc = 2
+            rc = cli.invoke(name, argv[1:])
         log.write(f"# exit status {rc}\n")
     return rc, out.getvalue()
 
@@ -454,7 +446,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a smoke run at the smallest sizes (under 3 minutes on a 2-core CPU)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="auto (default): the GPU when torch sees one, else the CPU")
-    p.add_argument("--out", metavar="DIR", default=None,
+    p.add_argument("--out", metavar="DIR", default=None, type=argtypes.output_dir,
                    help="report folder (default results/report-<device>-<date>[-quick])")
     p.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES),
                    help="run only these stages")

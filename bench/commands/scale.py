@@ -19,6 +19,8 @@ import json
 import sys
 from pathlib import Path
 
+from sixn.bench import argtypes
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset-set", choices=("cpu", "gpu"), default=None,
@@ -33,19 +35,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-ladder", action="store_true", help="leave the ladder out (with --shape etc.)")
     p.add_argument("--transfer", action="store_true",
                    help="also evaluate every run on a second corpus of another kind")
-    p.add_argument("--transfer-corpus", nargs="+", metavar="PATH",
+    p.add_argument("--transfer-corpus", nargs="+", metavar="PATH", type=argtypes.readable_source,
                    help="the transfer corpus (default: the Python reference manual's prose)")
     p.add_argument("--quick", action="store_true", help="a short ladder (about a minute on a CPU)")
-    p.add_argument("--steps", type=int, help="optimizer steps per run instead of the preset's")
-    p.add_argument("--out", type=Path, help="sweep folder (default results/scaling/<device>/)")
-    p.add_argument("--corpus", nargs="+", metavar="PATH",
+    p.add_argument("--steps", type=argtypes.positive_int, help="optimizer steps per run instead of the preset's")
+    p.add_argument("--out", type=argtypes.output_dir, help="sweep folder (default results/scaling/<device>/)")
+    p.add_argument("--corpus", nargs="+", metavar="PATH", type=argtypes.readable_source,
                    help="text files, folders or globs, or a nanoGPT .bin (default: the Python "
                         "standard library's *.py files)")
-    p.add_argument("--max-bytes", type=int, help="read at most this many bytes of text")
-    p.add_argument("--bpe", type=int, metavar="VOCAB",
+    p.add_argument("--max-bytes", type=argtypes.positive_int, help="read at most this many bytes of text")
+    p.add_argument("--bpe", type=argtypes.positive_int, metavar="VOCAB",
                    help="train a byte-level BPE of this vocabulary (needs `tokenizers`)")
-    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--threads", type=int,
+    p.add_argument("--device", type=argtypes.device("cpu", "cuda"), help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--threads", type=argtypes.positive_int,
                    help="CPU threads for torch (default: 1 for the small CPU models, where one "
                         "thread is as fast and is not slowed down by other processes)")
     p.add_argument("--no-fit", action="store_true", help="skip the fits and plots at the end")
@@ -61,12 +63,6 @@ def run(args: argparse.Namespace) -> int:
 
     from sixn.scaling import sweep as sw
 
-    if args.steps is not None and args.steps <= 0:
-        raise CLIError(f"--steps must be positive, got {args.steps}")
-    if args.max_bytes is not None and args.max_bytes <= 0:
-        raise CLIError(f"--max-bytes must be positive, got {args.max_bytes}")
-    if args.threads is not None and args.threads <= 0:
-        raise CLIError(f"--threads must be positive, got {args.threads}")
     try:
         device = sw._device(args.device)
     except ValueError as e:

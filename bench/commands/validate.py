@@ -29,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+from sixn.bench import argtypes
 from sixn.bench.errors import CLIError
 from sixn.kernels.backends import exec_spec
 from sixn.model.config import GPTConfig
@@ -207,10 +208,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="shape grid (default: 'interpreter' for the interpreter counter, else "
                         "'default')")
     p.add_argument("--quick", action="store_true", help="the 3-shape quick grid")
-    p.add_argument("--batch", type=int, default=1, help="sequences per step (default 1)")
-    p.add_argument("--device", default=None, help="device (default: the counter's)")
+    p.add_argument("--batch", type=argtypes.positive_int, default=1, help="sequences per step (default 1)")
+    p.add_argument("--device", default=None, type=argtypes.device("meta", "cpu", "cuda"), help="device (default: the counter's)")
     p.add_argument("--dtype", default=None, help="float32, bfloat16 or float16")
-    p.add_argument("--out", metavar="DIR", default=None,
+    p.add_argument("--out", metavar="DIR", default=None, type=argtypes.output_dir,
                    help="output folder (default results/validate/<device>)")
     p.add_argument("--no-plots", action="store_true", help="skip the plots")
     p.add_argument("--json", action="store_true", help="print the study as JSON")
@@ -243,8 +244,6 @@ def format_study(res: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from sixn.bench import counters
-    if args.batch <= 0:
-        raise CLIError(f"--batch must be positive, got {args.batch}")
     if args.quick and args.grid:
         raise CLIError("--quick and --grid are exclusive; --quick is --grid quick")
     grid = GRIDS[args.grid] if args.grid else None

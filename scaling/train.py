@@ -20,6 +20,11 @@ micro-batches whose gradients give B_simple (scaling.noise) at no extra FLOPs.
 
 A non-finite loss stops the run with TrainingDiverged: the log and the last good checkpoint stay,
 and <run>/diverged.json says where and why.
+
+Data parallelism (World): under torch.distributed (torchrun) the run's global batch is split over
+the ranks and DDP averages the gradients; the rows, compute columns (counted once per step for the
+whole world) and B_simple (small batches = the ranks' micro-batches, big batch = the global one)
+are those of the single-process run, and rank 0 writes every file.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from sixn.bench.results import (PROVENANCE_FIELDS, atomic_path, provenance,
                               read_csv_rows, write_csv_rows, write_json)
 from sixn.model.config import GPTConfig, dataclass_from_dict
 from sixn.model.flops import param_counts, flops_per_token, pf_days
+from sixn.model.gpt import GPT
 
 from .data import Corpus
 from .noise import NoiseScale, flat_grad, set_flat_grad
@@ -179,7 +185,6 @@ def measure_step_flops(cfg: GPTConfig, batch: int, seq_len: int) -> tuple[int | 
 def _flop_counter_step(cfg: GPTConfig, batch: int, seq_len: int) -> tuple[int | None, str]:
     """Fallback when bench.counters is unavailable: FlopCounterMode over one real step on the CPU."""
     from torch.utils.flop_counter import FlopCounterMode
-    from sixn.model.gpt import GPT
     if cfg.backend != "torch":
         return None, "not measured: bench.counters is unavailable and only the torch backend " \
                      "can be counted without it"
@@ -264,20 +269,25 @@ def _autocast(tcfg: TrainConfig):
 
 
 @torch.no_grad()
-def evaluate(model, corpus: Corpus, split: str, tcfg: TrainConfig, seed: int) -> float:
-    """Mean loss over eval_batches fixed windows (the same windows at every evaluation)."""
+def evaluate(model, corpus: Corpus, split: str, tcfg: TrainConfig, seed: int,
+             world: "World | None" = None) -> float:
+    """Mean loss over eval_batches fixed windows (the same windows at every evaluation). With
+    several processes, rank r evaluates windows r, r + size, ... and the sums are added up."""
+    world = world or World()
     was_training = model.training
     model.eval()
     gen = torch.Generator().manual_seed(seed)
     bs = tcfg.eval_batch_size or tcfg.batch_size
     total = 0.0
-    for _ in range(tcfg.eval_batches):
+    for i in range(tcfg.eval_batches):
         x, y = corpus.get_batch(split, bs, tcfg.seq_len, gen, tcfg.device)
+        if i % world.size != world.rank:
+            continue
         with _autocast(tcfg):
             _, loss = model(x, y)
         total += float(loss)
     model.train(was_training)
-    return total / tcfg.eval_batches
+    return world.sum_float(total) / tcfg.eval_batches
 
 
 def _check_compatible(run_dir: Path, meta: dict) -> None:
@@ -292,186 +302,374 @@ def _check_compatible(run_dir: Path, meta: dict) -> None:
                          f"resumed with this configuration: use another output folder or delete it")
 
 
+@dataclass(frozen=True)
+class World:
+    """The data-parallel group one run trains in: this process is rank `rank` of `size`.
+
+    size 1 is a plain single-process run. With size > 1 (torch.distributed initialised, e.g. under
+    torchrun) every rank draws the same global batch of `batch_size` sequences from the same
+    generator and trains on its own contiguous shard of it; gradients are averaged by DDP, so the
+    update equals the single-process one up to floating-point summation order. Rank 0 alone
+    writes the run's files."""
+
+    rank: int = 0
+    size: int = 1
+
+    @classmethod
+    def current(cls) -> "World":
+        import torch.distributed as dist
+        if dist.is_available() and dist.is_initialized():
+            return cls(dist.get_rank(), dist.get_world_size())
+        return cls()
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, batch: int) -> slice:
+        per = batch // self.size
+        return slice(self.rank * per, (self.rank + 1) * per)
+
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        """Sum over the ranks (the tensor itself for one process)."""
+        if self.size == 1:
+            return t
+        import torch.distributed as dist
+        t = t.clone()
+        dist.all_reduce(t)
+        return t
+
+    def sum_float(self, x: float) -> float:
+        if self.size == 1:
+            return x
+        return float(self.sum(torch.tensor([x], dtype=torch.float64, device=_comm_device())))
+
+    def barrier(self) -> None:
+        if self.size > 1:
+            import torch.distributed as dist
+            dist.barrier()
+
+
+def _comm_device() -> torch.device:
+    """Where collective tensors live: the current GPU with NCCL, the CPU with gloo."""
+    import torch.distributed as dist
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def train(cfg: GPTConfig, tcfg: TrainConfig, corpus: Corpus, run_dir: str | Path, *,
           transfer: Corpus | None = None, name: str | None = None, kind: str = "ladder",
           measured_step_flops: int | None | str = "auto",
           callback: Callable[[int, torch.nn.Module, torch.optim.Optimizer], None] | None = None,
           progress: Callable[[str, int, int, dict | None], None] | None = None,
-          extra_meta: dict | None = None) -> RunResult:
+          extra_meta: dict | None = None, world: World | None = None) -> RunResult:
     """Train (or resume) one run in `run_dir`; returns when it is done.
+
+    The steps, each a method of _Run: check the arguments, write config.json (with the measured
+    FLOPs of one step, counted once), build the model and optimizer, resume from the checkpoint,
+    then per step: schedule, batch, forward/backward (as micro-batches on noise steps), NaN guard,
+    clip, update; per evaluation interval: evaluate, log a row, checkpoint, early stop; finally
+    done.json. world: the data-parallel group (default: torch.distributed's when it is
+    initialised, else one process).
 
     callback(step, model, optimizer) runs after every optimizer step (tests use it to interrupt
     a run); progress(name, step, total_steps, row) after every step, row set at evaluations."""
-    from sixn.model.gpt import GPT
-    run_dir = Path(run_dir)
-    name = name or run_dir.name
-    if cfg.backend != tcfg.backend:
-        cfg = cfg.replace(backend=tcfg.backend)
-    if tcfg.seq_len > cfg.n_ctx:
-        raise ValueError(f"seq_len {tcfg.seq_len} exceeds the model's n_ctx {cfg.n_ctx}")
-    if cfg.n_vocab < corpus.vocab_size:
-        raise ValueError(f"model n_vocab {cfg.n_vocab} is smaller than the corpus vocabulary "
-                         f"{corpus.vocab_size}")
-    data = corpus
-    if tcfg.data_tokens:
+    run = _Run(cfg, tcfg, corpus, Path(run_dir), transfer=transfer, name=name, kind=kind,
+               world=world or World.current())
+    run.write_config(measured_step_flops, extra_meta)
+    run.build()
+    run.resume()
+    return run.loop(callback, progress)
+
+
+class _Run:
+    """One run while it trains: its configuration, model, optimizer, sampler and counters."""
+
+    def __init__(self, cfg: GPTConfig, tcfg: TrainConfig, corpus: Corpus, run_dir: Path, *,
+                 transfer: Corpus | None, name: str | None, kind: str, world: World):
+        if cfg.backend != tcfg.backend:
+            cfg = cfg.replace(backend=tcfg.backend)
+        self.cfg, self.tcfg, self.corpus, self.transfer = cfg, tcfg, corpus, transfer
+        self.run_dir, self.name, self.kind, self.world = run_dir, name or run_dir.name, kind, world
+        self.data = self._check_inputs()
+        self.log_path, self.ckpt_path = run_dir / "log.csv", run_dir / "ckpt.pt"
+        self.cfg_path = run_dir / "config.json"
+        self.meta = {"run": self.name, "kind": kind, "model": cfg.to_dict(), "train": tcfg.to_dict(),
+                     "corpus_fingerprint": corpus.fingerprint,
+                     "transfer_fingerprint": transfer.fingerprint if transfer is not None else None}
+        self.prov = provenance(tcfg.device)
+        self.device = torch.device(tcfg.device)
+        self.measured: int | None = None
+        # what the checkpoint holds besides the model, optimizer and RNG states
+        self.step, self.elapsed, self.best, self.bad_evals = 0, 0.0, math.inf, 0
+        self.step_saved = 0
+        self.rows: list[dict] = []
+        self.train_losses: list[torch.Tensor] = []
+
+    # -- setup ---------------------------------------------------------------------------------
+
+    def _check_inputs(self) -> Corpus:
+        """The training data (cut to data_tokens) after checking the run's shapes fit."""
+        cfg, tcfg, corpus, W = self.cfg, self.tcfg, self.corpus, self.world.size
+        if tcfg.seq_len > cfg.n_ctx:
+            raise ValueError(f"seq_len {tcfg.seq_len} exceeds the model's n_ctx {cfg.n_ctx}")
+        if cfg.n_vocab < corpus.vocab_size:
+            raise ValueError(f"model n_vocab {cfg.n_vocab} is smaller than the corpus vocabulary "
+                             f"{corpus.vocab_size}")
+        if tcfg.batch_size % W:
+            raise ValueError(f"batch_size {tcfg.batch_size} must be divisible by the {W} "
+                             f"data-parallel processes")
+        k = self.local_microbatches
+        if k > 1 and (tcfg.batch_size // W) % k:
+            raise ValueError(f"each process's batch of {tcfg.batch_size // W} must split into "
+                             f"{k} noise micro-batches; change batch_size or noise_microbatches")
+        if not tcfg.data_tokens:
+            return corpus
         if tcfg.data_tokens < tcfg.seq_len + 1 or tcfg.data_tokens > len(corpus.train):
             raise ValueError(f"data_tokens {tcfg.data_tokens} must be in [seq_len + 1, "
                              f"{len(corpus.train)}] (the training split's size)")
-        data = dataclasses.replace(corpus, train=corpus.train[:tcfg.data_tokens])
+        return dataclasses.replace(corpus, train=corpus.train[:tcfg.data_tokens])
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log_path, ckpt_path, cfg_path = run_dir / "log.csv", run_dir / "ckpt.pt", run_dir / "config.json"
-    meta = {"run": name, "kind": kind, "model": cfg.to_dict(), "train": tcfg.to_dict(),
-            "corpus_fingerprint": corpus.fingerprint,
-            "transfer_fingerprint": transfer.fingerprint if transfer is not None else None}
-    _check_compatible(run_dir, meta)
-    prov = provenance(tcfg.device)
+    @property
+    def local_microbatches(self) -> int:
+        """Noise micro-batches per process: the k of the config shared over the ranks (0: off)."""
+        k = self.tcfg.noise_microbatches
+        if k <= 1:
+            return 0
+        return max(1, k // self.world.size)
 
-    # Measured FLOPs per step: counted once, kept in config.json for resumes.
-    old_meta = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
-    if measured_step_flops == "auto":
-        if "measured_step_flops" in old_meta:
-            measured_step_flops, how = old_meta["measured_step_flops"], old_meta.get("measured_how", "")
+    def write_config(self, measured_step_flops: int | None | str, extra_meta: dict | None) -> None:
+        """config.json, written once; the measured FLOPs of one step are counted once and kept
+        there for resumes (rank 0 only: the other ranks write nothing)."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        _check_compatible(self.run_dir, self.meta)
+        if not self.world.is_main:
+            return
+        old = json.loads(self.cfg_path.read_text()) if self.cfg_path.exists() else {}
+        if measured_step_flops == "auto":
+            if "measured_step_flops" in old:
+                measured_step_flops, how = old["measured_step_flops"], old.get("measured_how", "")
+            else:
+                measured_step_flops, how = measure_step_flops(self.cfg, self.tcfg.batch_size,
+                                                              self.tcfg.seq_len)
         else:
-            measured_step_flops, how = measure_step_flops(cfg, tcfg.batch_size, tcfg.seq_len)
-    else:
-        how = "given by the caller" if measured_step_flops is not None else "not measured"
-    if not cfg_path.exists():
-        write_json(cfg_path, {**meta, "corpus": corpus.info(),
-                              "transfer": transfer.info() if transfer is not None else None,
-                              "params": param_counts(cfg).to_dict(),
-                              "flops_per_token": {c: flops_per_token(cfg, c, tcfg.seq_len)
-                                                  for c in LOG_CONVENTIONS},
-                              "measured_step_flops": measured_step_flops, "measured_how": how,
-                              **(extra_meta or {})}, prov)
+            how = "given by the caller" if measured_step_flops is not None else "not measured"
+        self.measured = measured_step_flops
+        if old:
+            return
+        cfg, tcfg, tr = self.cfg, self.tcfg, self.transfer
+        write_json(self.cfg_path, {**self.meta, "corpus": self.corpus.info(),
+                                   "transfer": tr.info() if tr is not None else None,
+                                   "params": param_counts(cfg).to_dict(),
+                                   "flops_per_token": {c: flops_per_token(cfg, c, tcfg.seq_len)
+                                                       for c in LOG_CONVENTIONS},
+                                   "measured_step_flops": measured_step_flops, "measured_how": how,
+                                   **(extra_meta or {})}, self.prov)
 
-    device = torch.device(tcfg.device)
-    torch.manual_seed(tcfg.seed)
-    model = GPT(cfg).to(device)
-    opt = torch.optim.AdamW(_opt_groups(model, tcfg.weight_decay), lr=tcfg.lr,
-                            betas=(tcfg.beta1, tcfg.beta2), eps=tcfg.eps,
-                            fused=device.type == "cuda")
-    gen = torch.Generator().manual_seed(tcfg.seed + 1)
-    noise = NoiseScale(tcfg.noise_ema)
-    step, elapsed, best, bad_evals = 0, 0.0, math.inf, 0
+    def build(self) -> None:
+        """Model (seeded), AdamW, the batch sampler's generator and the noise-scale EMA; with
+        more than one process the model is wrapped in DistributedDataParallel (after resume)."""
+        tcfg = self.tcfg
+        torch.manual_seed(tcfg.seed)
+        self.model = GPT(self.cfg).to(self.device)
+        self.opt = torch.optim.AdamW(_opt_groups(self.model, tcfg.weight_decay), lr=tcfg.lr,
+                                     betas=(tcfg.beta1, tcfg.beta2), eps=tcfg.eps,
+                                     fused=self.device.type == "cuda")
+        self.gen = torch.Generator().manual_seed(tcfg.seed + 1)
+        self.noise = NoiseScale(tcfg.noise_ema)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.net: torch.nn.Module = self.model
 
-    # Resume: the checkpoint's state, and the log cut back to its step.
-    fieldnames, rows = read_csv_rows(log_path)
-    if ckpt_path.exists():
-        ck = load_checkpoint(ckpt_path)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optim"])
-        gen.set_state(ck["gen_state"])
-        torch.set_rng_state(ck["torch_rng"])
-        if device.type == "cuda" and ck.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(ck["cuda_rng"], device)
-        noise.load_state_dict(ck["noise"])
-        step, elapsed, best, bad_evals = ck["step"], ck["elapsed_s"], ck["best_val"], ck["bad_evals"]
-    kept = [r for r in rows if int(r["step"]) <= step]
-    if len(kept) != len(rows):
-        write_csv_rows(log_path, fieldnames, kept)
-    rows = kept
+    def resume(self) -> None:
+        """Load the checkpoint (every rank), cut the log back to its step (rank 0), then wrap the
+        model for data parallelism: DDP's constructor is the first collective, so no rank can
+        write a new checkpoint before every rank has read this one."""
+        fieldnames, rows = read_csv_rows(self.log_path)
+        if self.ckpt_path.exists():
+            ck = load_checkpoint(self.ckpt_path)
+            self.model.load_state_dict(ck["model"])
+            self.opt.load_state_dict(ck["optim"])
+            self.gen.set_state(ck["gen_state"])
+            torch.set_rng_state(ck["torch_rng"])
+            if self.device.type == "cuda" and ck.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(ck["cuda_rng"], self.device)
+            self.noise.load_state_dict(ck["noise"])
+            self.step, self.elapsed = ck["step"], ck["elapsed_s"]
+            self.best, self.bad_evals = ck["best_val"], ck["bad_evals"]
+        kept = [r for r in rows if int(r["step"]) <= self.step]
+        if len(kept) != len(rows) and self.world.is_main:
+            write_csv_rows(self.log_path, fieldnames, kept)
+        self.rows = kept
+        self.step_saved = self.step
+        if self.world.size > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DDP(self.model, device_ids=ids)
 
-    total_steps = tcfg.total_steps
-    static = _row_static(name, kind, cfg, tcfg)
-    params = [p for p in model.parameters() if p.requires_grad]
-    k = tcfg.noise_microbatches
-    micro = tcfg.batch_size // k if k > 1 else 0
-    eval_seed = tcfg.seed + 7919
-    train_losses: list[torch.Tensor] = []
-    status = "done"
-    model.train()
-    t0 = time.perf_counter() - elapsed
+    # -- one step ------------------------------------------------------------------------------
 
-    def diverged(at_step: int, value: float, lr: float):
-        last = int(rows[-1]["step"]) if rows else 0
-        msg = (f"run {name}: training diverged at step {at_step}: the loss is {value} (lr {lr:.3g}). "
-               f"Stopped; the log up to step {last} and the checkpoint of step {step_saved} are "
-               f"kept in {run_dir}. Lower the learning rate or raise the warm-up.")
-        write_json(run_dir / "diverged.json", {"run": name, "step": at_step, "loss": str(value),
-                                               "lr": lr, "message": msg}, prov)
-        return TrainingDiverged(msg, at_step, value, run_dir)
-
-    step_saved = step
-    if tcfg.early_stop and bad_evals >= tcfg.early_stop:
-        status = "early_stopped"  # it had stopped before the kill that left done.json unwritten
-        total_steps = step
-    while step < total_steps:
-        lr = lr_at(step, tcfg)
-        for g in opt.param_groups:
+    def train_step(self) -> tuple[float, float]:
+        """One optimizer step: (learning rate, loss of the global batch). Raises
+        TrainingDiverged, before the update, when the loss is not finite."""
+        tcfg, W = self.tcfg, self.world
+        lr = lr_at(self.step, tcfg)
+        for g in self.opt.param_groups:
             g["lr"] = lr
-        x, y = data.get_batch("train", tcfg.batch_size, tcfg.seq_len, gen, device)
-        if micro and (step + 1) % tcfg.noise_every == 0:
-            acc, sq = None, []
-            loss_sum = 0.0
+        # every rank draws the whole global batch (the sampler stays in step) and keeps its shard
+        x, y = self.data.get_batch("train", tcfg.batch_size, tcfg.seq_len, self.gen, self.device)
+        if W.size > 1:
+            x, y = x[W.shard(tcfg.batch_size)], y[W.shard(tcfg.batch_size)]
+        if self.local_microbatches and (self.step + 1) % tcfg.noise_every == 0:
+            loss = self.noise_backward(x, y)
+        else:
+            with _autocast(tcfg):
+                _, loss = self.net(x, y)
+            loss.backward()
+            loss = loss.detach()
+            if W.size > 1:
+                loss = W.sum(loss) / W.size
+        self.nan_guard(float(loss), self.step + 1, lr)  # one host sync per step
+        self.train_losses.append(loss)
+        if tcfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, tcfg.grad_clip)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.step += 1
+        return lr, float(loss)
+
+    def noise_backward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The step's gradient as the mean of micro-batch gradients, and B_simple from them.
+
+        Each rank runs its shard as local_microbatches micro-batches without DDP's all-reduce;
+        the sum of their gradients and of their squared norms are then summed over the ranks: the
+        mean of the m = size x local squared norms is |G_small|^2 at B_small = batch / m, the
+        squared norm of the mean gradient is |G_big|^2 at the global batch (in tokens both)."""
+        tcfg, W, k = self.tcfg, self.world, self.local_microbatches
+        micro = x.shape[0] // k
+        acc, sq, loss_sum = None, [], torch.zeros((), device=x.device)
+        sync_off = self.net.no_sync() if W.size > 1 else contextlib.nullcontext()
+        with sync_off:
             for i in range(k):
-                for p in params:
+                for p in self.params:
                     p.grad = None
                 with _autocast(tcfg):
-                    _, loss_i = model(x[i * micro:(i + 1) * micro], y[i * micro:(i + 1) * micro])
+                    _, loss_i = self.net(x[i * micro:(i + 1) * micro], y[i * micro:(i + 1) * micro])
                 loss_i.backward()
-                g = flat_grad(params)
+                g = flat_grad(self.params)
                 sq.append(g.dot(g))
                 acc = g if acc is None else acc + g
                 loss_sum = loss_sum + loss_i.detach()
-            mean = acc / k
-            small = float(torch.stack(sq).mean())
-            big = float(mean.dot(mean))
-            set_flat_grad(params, mean)
-            loss = loss_sum / k
-            if math.isfinite(small) and math.isfinite(big):
-                noise.update(small, big, micro * tcfg.seq_len, tcfg.batch_size * tcfg.seq_len)
-        else:
-            with _autocast(tcfg):
-                _, loss = model(x, y)
-            loss.backward()
-        loss = loss.detach()
-        lv = float(loss)  # one host sync per step: the NaN guard acts before the update
-        if not math.isfinite(lv):
-            raise diverged(step + 1, lv, lr)
-        train_losses.append(loss)
-        if tcfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, tcfg.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        step += 1
-        if callback is not None:
-            callback(step, model, opt)
-        row = None
-        if step % tcfg.eval_interval == 0 or step == total_steps:
-            val = evaluate(model, data, "val", tcfg, eval_seed)
-            if not math.isfinite(val):
-                raise diverged(step, val, lr)
-            tr = None if transfer is None else evaluate(model, transfer, "val", tcfg, eval_seed)
-            elapsed = time.perf_counter() - t0
-            row = {**static, "step": step, "tokens": step * tcfg.batch_tokens, "lr": lr,
-                   "train_loss": float(torch.stack(train_losses).mean()) if train_losses else None,
-                   "val_loss": val, "transfer_loss": tr, "b_simple": noise.b_simple,
-                   "elapsed_s": round(elapsed, 3),
-                   **compute_columns(cfg, tcfg.seq_len, step, tcfg.batch_tokens, measured_step_flops)}
-            train_losses = []
-            if val < best:
-                best, bad_evals = val, 0
-            else:
-                bad_evals += 1
-            append_row(log_path, row, prov)
-            fieldnames, rows = read_csv_rows(log_path)
-            save_checkpoint(ckpt_path, {
-                "model": model.state_dict(), "optim": opt.state_dict(), "step": step,
-                "gen_state": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                "noise": noise.state_dict(), "elapsed_s": elapsed, "best_val": best,
-                "bad_evals": bad_evals})
-            step_saved = step
-            if tcfg.early_stop and bad_evals >= tcfg.early_stop and step < total_steps:
-                status = "early_stopped"
-                break
-        if progress is not None:
-            progress(name, step, total_steps, row)
+        m = k * W.size
+        acc, sq_sum = W.sum(acc), W.sum(torch.stack(sq).sum())
+        loss = W.sum(loss_sum) / m
+        mean = acc / m
+        small, big = float(sq_sum) / m, float(mean.dot(mean))
+        set_flat_grad(self.params, mean)
+        if math.isfinite(small) and math.isfinite(big):
+            self.noise.update(small, big, micro * tcfg.seq_len, tcfg.batch_size * tcfg.seq_len)
+        return loss
 
-    summary = summarize(rows, status=status, corpus_fingerprint=corpus.fingerprint)
-    write_json(run_dir / "done.json", summary, prov)
-    return RunResult(run_dir, status, rows, summary)
+    def nan_guard(self, value: float, at_step: int, lr: float) -> None:
+        """Stop with TrainingDiverged on a non-finite loss; rank 0 writes diverged.json. The log
+        and the last good checkpoint are kept."""
+        if math.isfinite(value):
+            return
+        last = int(self.rows[-1]["step"]) if self.rows else 0
+        msg = (f"run {self.name}: training diverged at step {at_step}: the loss is {value} "
+               f"(lr {lr:.3g}). Stopped; the log up to step {last} and the checkpoint of step "
+               f"{self.step_saved} are kept in {self.run_dir}. Lower the learning rate or raise "
+               f"the warm-up.")
+        if self.world.is_main:
+            write_json(self.run_dir / "diverged.json", {"run": self.name, "step": at_step,
+                                                        "loss": str(value), "lr": lr,
+                                                        "message": msg}, self.prov)
+        raise TrainingDiverged(msg, at_step, value, self.run_dir)
+
+    # -- one evaluation interval ---------------------------------------------------------------
+
+    def evaluate_row(self, lr: float, t0: float) -> dict:
+        """Validation (and transfer) loss at this step and the log row that records it."""
+        tcfg, seed = self.tcfg, eval_seed(self.tcfg)
+        val = evaluate(self.model, self.data, "val", tcfg, seed, self.world)
+        self.nan_guard(val, self.step, lr)
+        tr = None if self.transfer is None else evaluate(self.model, self.transfer, "val", tcfg,
+                                                         seed, self.world)
+        self.elapsed = time.perf_counter() - t0
+        losses = self.train_losses
+        row = {**_row_static(self.name, self.kind, self.cfg, tcfg), "step": self.step,
+               "tokens": self.step * tcfg.batch_tokens, "lr": lr,
+               "train_loss": float(torch.stack(losses).mean()) if losses else None,
+               "val_loss": val, "transfer_loss": tr, "b_simple": self.noise.b_simple,
+               "elapsed_s": round(self.elapsed, 3),
+               **compute_columns(self.cfg, tcfg.seq_len, self.step, tcfg.batch_tokens, self.measured)}
+        self.train_losses = []
+        if val < self.best:
+            self.best, self.bad_evals = val, 0
+        else:
+            self.bad_evals += 1
+        return row
+
+    def log(self, row: dict) -> None:
+        """Append the row to log.csv (rank 0) and keep the log's rows."""
+        if self.world.is_main:
+            append_row(self.log_path, row, self.prov)
+            self.rows = read_csv_rows(self.log_path)[1]
+
+    def checkpoint(self) -> None:
+        """ckpt.pt after the row it matches (rank 0): a kill in between drops that row on resume."""
+        if self.world.is_main:
+            dev = self.device
+            save_checkpoint(self.ckpt_path, {
+                "model": self.model.state_dict(), "optim": self.opt.state_dict(), "step": self.step,
+                "gen_state": self.gen.get_state(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
+                "noise": self.noise.state_dict(), "elapsed_s": self.elapsed, "best_val": self.best,
+                "bad_evals": self.bad_evals})
+        self.step_saved = self.step
+
+    def stop_early(self) -> bool:
+        """early_stop evaluations in a row without a new best validation loss."""
+        return bool(self.tcfg.early_stop) and self.bad_evals >= self.tcfg.early_stop
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def loop(self, callback, progress) -> RunResult:
+        total_steps, status = self.tcfg.total_steps, "done"
+        if self.stop_early():
+            status = "early_stopped"  # it had stopped before the kill that left done.json unwritten
+            total_steps = self.step
+        self.model.train()
+        t0 = time.perf_counter() - self.elapsed
+        while self.step < total_steps:
+            lr, _ = self.train_step()
+            if callback is not None:
+                callback(self.step, self.model, self.opt)
+            row = None
+            if self.step % self.tcfg.eval_interval == 0 or self.step == total_steps:
+                row = self.evaluate_row(lr, t0)
+                self.log(row)
+                self.checkpoint()
+                if self.stop_early() and self.step < total_steps:
+                    status = "early_stopped"
+                    break
+            if progress is not None and self.world.is_main:
+                progress(self.name, self.step, total_steps, row)
+        return self.finish(status)
+
+    def finish(self, status: str) -> RunResult:
+        """done.json from the log's rows (rank 0); every rank returns once it is written."""
+        summary: dict = {}
+        if self.world.is_main:
+            summary = summarize(self.rows, status=status, corpus_fingerprint=self.corpus.fingerprint)
+            write_json(self.run_dir / "done.json", summary, self.prov)
+        self.world.barrier()
+        return RunResult(self.run_dir, status, self.rows, summary)
+
+
+def eval_seed(tcfg: TrainConfig) -> int:
+    """Seed of the evaluation windows (the same windows at every evaluation of a run)."""
+    return tcfg.seed + 7919
 
 
 def _num(v) -> float | None:

@@ -1,24 +1,17 @@
-"""The executed-FLOP counters (bench.counters, bench.ncu) against model.flops.executed."""
+"""The executed-FLOP counters (bench.counters) against model.flops.executed (ncu: test_ncu.py)."""
 
 import sys
-import json
 import random
-import shutil
-from pathlib import Path
 
 import pytest
 import torch
 
 from sixn.bench import counters
 from sixn.kernels.backends import exec_spec
-from sixn.bench.counters import ncu
 from sixn.bench.counters import CounterError, count_step
 from sixn.bench.counters.base import exclusive_counts, group_of_module
 from sixn.model import GPTConfig, executed, get_preset
 from sixn.model.flops import GROUPS
-
-DATA = Path(__file__).parent / "data"
-
 
 def _random_config(rng: random.Random) -> GPTConfig:
     n_head = rng.choice([1, 2, 3, 4])
@@ -202,164 +195,6 @@ def test_interpreter_hook_point_missing(monkeypatch):
     with pytest.raises(CounterError, match="no InterpreterBuilder.create_dot / GridExecutor"):
         with counters.interpreter._interpreter_hooks(counters.interpreter._DotTally(lambda: "Global")):
             pass
-
-
-# ------------------------------------------------------------------------------------------------
-# ncu: command lines and error paths (the parser is checked on real recorded output only)
-# ------------------------------------------------------------------------------------------------
-
-def test_ncu_not_installed(monkeypatch, tmp_path):
-    monkeypatch.delenv("SIXN_NCU", raising=False)
-    monkeypatch.setenv("CUDA_HOME", str(tmp_path))
-    monkeypatch.setattr(shutil, "which", lambda name: None)
-    with pytest.raises(CounterError, match="ncu\\) is not installed or not on PATH"):
-        ncu.ncu_path()
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    with pytest.raises(CounterError, match="not installed"):
-        ncu.check_environment()
-    monkeypatch.setenv("SIXN_NCU", str(tmp_path / "nope"))
-    with pytest.raises(CounterError, match="SIXN_NCU=.* is not an executable"):
-        ncu.ncu_path()
-
-
-def test_ncu_no_cuda(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(CounterError, match="needs an NVIDIA GPU, and no CUDA device is visible"):
-        count_step(get_preset("tiny"), 1, 8, counter="ncu")
-
-
-def test_ncu_cli_error_exit_2(monkeypatch, capsys):
-    from sixn.bench.cli import main
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert main(["flops", "--preset", "tiny", "--measure", "ncu"]) == 2
-    assert "no CUDA device is visible" in capsys.readouterr().err
-
-
-def test_ncu_output_errors():
-    with pytest.raises(CounterError, match="ERR_NVGPUCTRPERM.*NVreg_RestrictProfilingToAdminUsers=0"):
-        ncu.check_ncu_output("==ERROR== ERR_NVGPUCTRPERM - The user does not have permission to "
-                             "access NVIDIA GPU Performance Counters on the target device 0.")
-    with pytest.raises(CounterError, match="does not have the metric sm__bogus.sum.*--query-metrics"):
-        ncu.check_ncu_output("==ERROR== Failed to find metric sm__bogus.sum", chip_hint="gh100")
-    with pytest.raises(CounterError, match="ncu failed"):
-        ncu.check_ncu_output("==ERROR== something else")
-    ncu.check_ncu_output("==PROF== Disconnected from process 1")  # no error: nothing raised
-
-
-def test_ncu_command_lines():
-    metrics = ncu.all_metrics()
-    cmd = ncu.profile_command("/x/ncu", "/tmp/rep", ncu.child_command("gemm", {"n": 64}), metrics)
-    s = " ".join(cmd)
-    for part in ("--nvtx --nvtx-include train_step/", "--nvtx-push-pop-scope process",
-                 "--replay-mode kernel", "--clock-control none", "--target-processes all",
-                 "-f -o /tmp/rep"):
-        assert part in s
-    listed = cmd[cmd.index("--metrics") + 1].split(",")
-    # both tensor instruction families for bf16, fp16 and tf32, the CUDA-core ops and MUFU
-    for fam in ("hgmma_src_bf16", "hmma_src_bf16", "hgmma_src_fp16", "hmma_src_fp16",
-                "hgmma_src_tf32", "hmma_src_tf32", "op_ffma", "op_fadd", "op_fmul", "op_hfma",
-                "op_mufu"):
-        assert any(fam in m for m in listed), fam
-    # the summed families never include a parent metric
-    assert not set(ncu.TENSOR_FAMILIES.values()) & set(ncu.TENSOR_TOTALS.values())
-    assert cmd[-5:-3] == ["-m", "sixn.bench.counters.ncu"] and cmd[-3] == "gemm"
-    assert ncu.export_command("ncu", "r.ncu-rep") == ["ncu", "-i", "r.ncu-rep", "--csv", "--page",
-                                                       "raw", "--print-units", "base"]
-    assert ncu.group_of_kernel('1 "<default domain>:train_step:none" "<default domain>:'
-                               'sixn_attention:none" "<default domain>:sixn_qkv:none"', 10) == "qkv"
-    assert ncu.group_of_kernel("", 10) == "de-embed"
-    assert ncu.group_of_kernel("", 0) == "other"
-
-
-def test_ncu_nvtx_ranges_attribute_every_matmul(monkeypatch):
-    """The child's NVTX module ranges, replayed on the CPU: record the range stack at every matmul
-    of a training step (forward and backward) and attribute it with group_of_kernel as the ncu
-    parser does; every group must get exactly the executed count, and the stack must balance."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-    from torch.utils.flop_counter import flop_registry
-    stack = []
-    monkeypatch.setattr(torch.cuda.nvtx, "range_push", lambda name: stack.append(name))
-    monkeypatch.setattr(torch.cuda.nvtx, "range_pop", lambda: stack.pop())
-    cfg = get_preset("tiny").replace(n_vocab=80, tie_head=False)
-    model, step = counters.build_step(cfg, 2, 24, "cpu", torch.float32)
-    handles = ncu._nvtx_module_ranges(model)
-    seen = []
-
-    class Record(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            kwargs = kwargs or {}
-            out = func(*args, **kwargs)
-            formula = flop_registry.get(func._overloadpacket)
-            if formula is not None:
-                nvtx = " ".join(f'"<default domain>:{n}:none"' for n in ["train_step", *stack])
-                seen.append((nvtx, formula(*args, **kwargs, out_val=out)))
-            return out
-
-    with Record():
-        step()
-    assert stack == [] and len(handles) == 16 * cfg.n_layer  # 4 modules x 4 hooks per block
-    by_group = {g: 0 for g in GROUPS}
-    for nvtx, flops in seen:
-        by_group[ncu.group_of_kernel(nvtx, flops)] += flops
-    assert {g: by_group[g] for g in GROUPS if g != "other"} == _matmul_groups(executed(cfg, 2, 24))
-    assert by_group["other"] == 0
-
-
-def test_ncu_missing_metric_column():
-    row = ncu.KernelRow("0", "k", "", {ncu.TENSOR_FAMILIES["bf16/wgmma"]: 1.0})
-    with pytest.raises(CounterError, match="no column for .*hmma_src_bf16"):
-        ncu.kernel_flops(row)
-
-
-# Real ncu output, recorded on a GPU by test_ncu_record_real_output (tests/data/ncu_*.csv): the
-# parser and attribution are checked on it on the CPU. None is made by hand.
-RECORDED = sorted(DATA.glob("ncu_*.csv")) if DATA.exists() else []
-
-
-@pytest.mark.skipif(not RECORDED, reason="no real ncu output recorded in tests/data yet (needs a "
-                                         "GPU session: pytest -m gpu tests/test_counters.py)")
-@pytest.mark.parametrize("path", RECORDED, ids=[p.name for p in RECORDED])
-def test_ncu_parser_on_recorded_output(path):
-    meta = json.loads(path.with_suffix(".json").read_text())
-    s = ncu.summarize(ncu.parse_raw_csv(path.read_text()))
-    assert s["kernels"] > 0
-    assert all(c["ok"] for c in s["family_check"].values())
-    if meta["kind"] == "gemm":
-        assert abs(s["total"] / (2 * meta["n"] ** 3) - 1) <= ncu.GEMM_CHECK_TOL
-    else:
-        cfg = GPTConfig.from_dict(meta["config"])
-        from sixn.bench.counters import exec_spec
-        spec = exec_spec(cfg, meta["batch"], meta["seq_len"], cfg.backend,
-                         counters.base.DTYPES[meta["dtype"]], "cuda")
-        ex = executed(cfg, meta["batch"], meta["seq_len"], spec)
-        for g, v in _matmul_groups(ex).items():
-            assert abs(s["by_group"][g] - v) <= 0.01 * v, g
-        assert abs(s["total"] / ex.matmul_total - 1) <= 0.01
-
-
-@pytest.mark.gpu
-def test_ncu_record_real_output():
-    """On a GPU with ncu: the GEMM self-check, then one tiny step; both raw CSVs are recorded into
-    tests/data (commit them) and checked by test_ncu_parser_on_recorded_output."""
-    try:
-        ncu.check_environment()
-    except CounterError as e:
-        pytest.skip(str(e))
-    DATA.mkdir(exist_ok=True)
-    check = ncu.gemm_self_check()
-    (DATA / "ncu_gemm_4096.csv").write_text(check["csv"])
-    (DATA / "ncu_gemm_4096.json").write_text(json.dumps({"kind": "gemm", "n": check["n"],
-                                                         "device": torch.cuda.get_device_name()}))
-    assert abs(check["rel_error"]) <= 0.01
-    cfg = get_preset("tiny").replace(backend="triton" if _kernels_ready() else "torch")
-    sc = count_step(cfg, 2, 64, counter="ncu", dtype="bfloat16")
-    name = f"ncu_step_tiny_{cfg.backend}"
-    (DATA / f"{name}.csv").write_text(sc.raw["csv"])
-    (DATA / f"{name}.json").write_text(json.dumps({
-        "kind": "step", "config": cfg.to_dict(), "batch": 2, "seq_len": 64, "dtype": "bfloat16",
-        "device": torch.cuda.get_device_name()}))
-    spec = exec_spec(cfg, 2, 64, torch.bfloat16, "cuda")
-    assert abs(sc.total / executed(cfg, 2, 64, spec).matmul_total - 1) <= 0.01
 
 
 @pytest.mark.gpu

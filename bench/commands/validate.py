@@ -66,7 +66,15 @@ QUICK_GRID: tuple[tuple[int, int, int, int], ...] = (
     (1, 32, 32, 128),        # 1
     (1, 64, 32, 64),         # 2
 )
-GRIDS = {"default": DEFAULT_GRID, "interpreter": INTERPRETER_GRID, "quick": QUICK_GRID}
+# Nsight Compute replays every kernel of the step several times: a few shallow shapes, the same span
+# of d / T and of the head's share.
+NCU_GRID: tuple[tuple[int, int, int, int], ...] = (
+    (2, 64, 1024, 2048),     # d/T 0.0625
+    (2, 256, 256, 2048),     # 1
+    (2, 128, 128, 50257),    # 1, head-dominated
+)
+GRIDS = {"default": DEFAULT_GRID, "interpreter": INTERPRETER_GRID, "quick": QUICK_GRID,
+         "ncu": NCU_GRID}
 KAPLAN_RATIO = 1 / 12  # Kaplan: the context term is negligible where d_model > n_ctx / 12
 DEFAULT_BACKEND = {"dispatch": "torch", "interpreter": "triton", "ncu": "triton"}
 
@@ -138,57 +146,107 @@ def study_row(cfg: GPTConfig, sc, batch: int) -> dict:
     return row
 
 
+def study_summary(rows: list[dict], complete: bool) -> dict:
+    """The figures over the shapes counted so far (complete: every shape of the grid is in)."""
+    if not rows:
+        return {"rows": [], "complete": complete}
+    worst = max(abs(r["measured_over_analytic"] - 1) for r in rows)
+    return {
+        "grid": [r["shape"] for r in rows], "rows": rows, "complete": complete,
+        "measured_equals_analytic": all(r["measured"] == r["analytic_executed"] for r in rows),
+        "max_rel_error_vs_analytic": worst, "within_1pct": worst <= 0.01,
+        "d_model_over_n_ctx_range": [min(r["d_model_over_n_ctx"] for r in rows),
+                                     max(r["d_model_over_n_ctx"] for r in rows)],
+        "kaplan_line_d_model_over_n_ctx": KAPLAN_RATIO,
+    }
+
+
+def _ncu_self_check(out: Path, prov: dict) -> dict:
+    """The ncu GEMM self-check, run once for the whole grid; its CSV is kept in `out` (also when
+    refused: gemm_self_check.refused.csv)."""
+    from sixn.bench import counters
+    from sixn.bench.results import atomic_write_text, write_json
+    ncu = counters.ncu
+    ncu.check_environment()  # no GPU or no ncu: a one-line error before anything touches CUDA
+    try:
+        check = ncu.gemm_self_check()
+    except ncu.NcuRefused as e:
+        atomic_write_text(out / f"{ncu.GEMM_CHECK_FILE}.refused.csv", e.csv)
+        raise ncu.NcuRefused(f"{e} (its CSV: {out / (ncu.GEMM_CHECK_FILE + '.refused.csv')})",
+                             e.csv, e.log) from None
+    atomic_write_text(out / f"{ncu.GEMM_CHECK_FILE}.csv", check["csv"])
+    write_json(out / f"{ncu.GEMM_CHECK_FILE}.json", {k: v for k, v in check.items() if k != "csv"}, prov)
+    return check
+
+
 def run_validate(grid=None, counter: str = "dispatch", device: str | None = None,
                  out_dir: str | Path | None = None, quick: bool = False, backend: str | None = None,
                  batch: int = 1, dtype: str | None = None, plots: bool = True,
                  progress=True) -> dict:
     """Count one training step of every shape of `grid`, write CSV/JSON/raw outputs and plots
     under out_dir (default results/validate/<device>), and return the study as a dict.
-    progress: True for a line per shape on stderr, a file to write them to, or None for none."""
+    progress: True for a line per shape on stderr, a file to write them to, or None for none.
+
+    validate.csv and validate.json are rewritten after every shape ("complete": false until the
+    last), so an interrupted study keeps what it counted. With the ncu counter the GEMM self-check
+    runs first (its CSV kept as gemm_self_check.csv); a shape whose count ncu refuses is listed
+    under "refused" with its raw CSV kept (refused_<shape>.csv) and the study goes on."""
     from sixn.bench import counters
-    from sixn.bench.results import device_slug, provenance, results_root, write_csv, write_json
+    from sixn.bench.results import (atomic_write_text, device_slug, provenance, results_root,
+                                    write_csv, write_json)
     if counter not in counters.COUNTERS:
         raise ValueError(f"unknown counter {counter!r}; supported: {', '.join(counters.COUNTERS)}")
     backend = backend or DEFAULT_BACKEND[counter]
     shapes = [shape_config(s) for s in (grid if grid is not None else default_grid(counter, quick))]
     if not shapes:
         raise ValueError("the validation grid is empty")
+    if counter == "ncu":
+        counters.ncu.check_environment()
     run_device = device or counters.default_device(counter, backend)
-    slug = device_slug("cpu" if run_device == "meta" else run_device)
-    out = Path(out_dir) if out_dir is not None else results_root() / "validate" / slug
+    out = (Path(out_dir) if out_dir is not None else
+           results_root() / "validate" / device_slug("cpu" if run_device == "meta" else run_device))
     out.mkdir(parents=True, exist_ok=True)
     prov = provenance("cpu" if run_device == "meta" else run_device)
     if progress is True:
         progress = sys.stderr
-    rows, files = [], []
+    self_check = _ncu_self_check(out, prov) if counter == "ncu" else None
+    rows, files, refused = [], [], []
+    head = {"counter": counter, "backend": backend, "device": run_device, "batch": batch}
+    if self_check is not None:
+        head["gemm_self_check"] = {k: v for k, v in self_check.items() if k != "csv"}
     t_all = time.perf_counter()
     for i, cfg in enumerate(shapes):
         t0 = time.perf_counter()
-        sc = counters.count_step(cfg, batch, cfg.n_ctx, counter=counter, backend=backend,
-                                 device=device, dtype=dtype)
+        name = shape_name(cfg)
+        try:
+            sc = counters.count_step(cfg, batch, cfg.n_ctx, counter=counter, backend=backend,
+                                     device=device, dtype=dtype, ncu_self_check=self_check)
+        except counters.ncu.NcuRefused as e:
+            kept = out / f"refused_{name}.csv"
+            atomic_write_text(kept, e.csv)
+            refused.append({"shape": name, "reason": str(e), "csv_file": kept.name})
+            if progress:
+                print(f"[{i + 1}/{len(shapes)}] {name:<22} REFUSED: {e} (raw CSV kept: {kept})",
+                      file=progress, flush=True)
+            continue
         row = study_row(cfg.replace(backend=backend), sc, batch)
         row["seconds"] = round(time.perf_counter() - t0, 3)
         rows.append(row)
         raw = counters.save_raw(sc, out / f"raw_{row['shape']}", prov)
         files.append(str(raw))
+        write_csv(out / "validate.csv", rows, prov)
+        write_json(out / "validate.json", {**head, **study_summary(rows, False), "refused": refused}, prov)
         if progress:
             print(f"[{i + 1}/{len(shapes)}] {row['shape']:<22} d/T={row['d_model_over_n_ctx']:<7.4g} "
                   f"measured/analytic={row['measured_over_analytic']:.6f} "
                   f"/6N={row['measured_over_6N']:.3f} /6N+ctx={row['measured_over_6N_context']:.3f} "
                   f"/full={row['measured_over_full_model']:.3f} head={row['head_share']:.3f} "
                   f"({row['seconds']:.1f} s)", file=progress, flush=True)
-    exact = all(r["measured"] == r["analytic_executed"] for r in rows)
-    worst = max(abs(r["measured_over_analytic"] - 1) for r in rows)
-    result = {
-        "counter": counter, "backend": backend, "device": run_device, "batch": batch,
-        "grid": [r["shape"] for r in rows], "rows": rows,
-        "measured_equals_analytic": exact, "max_rel_error_vs_analytic": worst,
-        "within_1pct": worst <= 0.01,
-        "d_model_over_n_ctx_range": [min(r["d_model_over_n_ctx"] for r in rows),
-                                     max(r["d_model_over_n_ctx"] for r in rows)],
-        "kaplan_line_d_model_over_n_ctx": KAPLAN_RATIO,
-        "seconds": round(time.perf_counter() - t_all, 3),
-    }
+    if not rows:
+        raise counters.CounterError("every count was refused: " + "; ".join(
+            f"{r['shape']}: {r['reason']}" for r in refused))
+    result = {**head, **study_summary(rows, True), "refused": refused,
+              "seconds": round(time.perf_counter() - t_all, 3)}
     csv_path = write_csv(out / "validate.csv", rows, prov)
     if plots:
         from sixn.bench.validate_plots import plot_all
@@ -196,6 +254,7 @@ def run_validate(grid=None, counter: str = "dispatch", device: str | None = None
     result["files"] = [str(csv_path), str(out / "validate.json"), *files]
     write_json(out / "validate.json", result, prov)
     result["provenance"] = prov
+    result["out"] = str(out)
     return result
 
 
@@ -215,6 +274,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="output folder (default results/validate/<device>)")
     p.add_argument("--no-plots", action="store_true", help="skip the plots")
     p.add_argument("--json", action="store_true", help="print the study as JSON")
+    p.add_argument("--record-fixtures", metavar="DIR", default=None,
+                   help="ncu only: afterwards copy the recorded ncu CSVs (self-check and each shape) "
+                        "into DIR (tests/data) for the CPU tests of the parser")
 
 
 def format_study(res: dict) -> str:
@@ -239,6 +301,8 @@ def format_study(res: dict) -> str:
             f"Kaplan's line: d_model = n_ctx / 12 (d/T = {KAPLAN_RATIO:.4f}); below it the context "
             f"term is not negligible", "", "written: " + ", ".join(res["files"][:2])
             + f" (+{len(res['files']) - 2} raw outputs and plots)"]
+    for r in res.get("refused", []):
+        out.append(f"REFUSED {r['shape']}: {r['reason']} (raw CSV kept: {r['csv_file']})")
     return "\n".join(out)
 
 
@@ -246,6 +310,8 @@ def run(args: argparse.Namespace) -> int:
     from sixn.bench import counters
     if args.quick and args.grid:
         raise CLIError("--quick and --grid are exclusive; --quick is --grid quick")
+    if args.record_fixtures and args.counter != "ncu":
+        raise CLIError("--record-fixtures copies ncu recordings: use it with --counter ncu")
     grid = GRIDS[args.grid] if args.grid else None
     try:
         res = run_validate(grid, args.counter, args.device, args.out, quick=args.quick,
@@ -257,4 +323,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(res, indent=2, default=str))
     else:
         print(format_study(res))
-    return 0
+    if args.record_fixtures:
+        written = counters.ncu.record_fixtures(res["out"], args.record_fixtures)
+        print(f"fixtures: {len(written)} files written to {args.record_fixtures}", file=sys.stderr)
+    return 1 if res["refused"] else 0

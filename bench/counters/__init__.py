@@ -38,9 +38,10 @@ def default_device(counter: str, backend: str) -> str:
 
 def count_step(cfg: GPTConfig, batch: int, seq_len: int | None = None, counter: str = "dispatch",
                backend: str | None = None, device: str | None = None,
-               dtype: str | torch.dtype | None = None) -> StepCount:
+               dtype: str | torch.dtype | None = None, ncu_self_check: dict | None = None) -> StepCount:
     """Executed matmul FLOPs of one training step (forward + backward) of `batch` sequences of
-    `seq_len` tokens of `cfg` with `backend` (default cfg.backend), counted by `counter`."""
+    `seq_len` tokens of `cfg` with `backend` (default cfg.backend), counted by `counter`.
+    ncu_self_check: a passed ncu.gemm_self_check() to reuse (the ncu counter runs one otherwise)."""
     backend = backend or cfg.backend
     seq_len = cfg.n_ctx if seq_len is None else seq_len
     _check_args(cfg, batch, seq_len, counter, backend)
@@ -62,6 +63,6 @@ def count_step(cfg: GPTConfig, batch: int, seq_len: int | None = None, counter: 
         return count_dispatch(cfg, batch, seq_len, device, dt)
     if counter == "interpreter":
         return count_interpreter(cfg, batch, seq_len, dt)
-    return ncu.count_step_ncu(cfg, batch, seq_len, device, dt)
+    return ncu.count_step_ncu(cfg, batch, seq_len, device, dt, self_check=ncu_self_check)
 
 

@@ -1,6 +1,6 @@
 """The `ncu` counter: executed FLOPs of one training step from Nsight Compute hardware counters.
 
-How (see /work/shared/reference/counters.md):
+How:
 1. A child process (`python -m sixn.bench.counters.ncu step ...`) builds the model on the GPU, runs warm-up steps
    (autotuning, compilation and cuBLAS heuristics happen there), then one step inside the NVTX
    range "train_step", with an NVTX range around each block's modules: sixn_qkv (attn.qkv),
@@ -20,19 +20,30 @@ How (see /work/shared/reference/counters.md):
    block range with tensor-core work is the de-embedding (the head's F.linear, forward and
    backward, is the only matmul outside the blocks); other kernels outside go to "other".
 
-Before the step is trusted, a bf16 torch.mm of 4096^3 is profiled the same way and must read
-2 * 4096^3 FLOPs within 1% (gemm_self_check).
+Before a step is trusted, a bf16 torch.mm of 4096^3 is profiled the same way and must read
+2 * 4096^3 FLOPs within 1% (gemm_self_check). The caller runs it once and passes its result to
+each count (count_step_ncu(self_check=...)); nothing is cached between calls.
 
-Errors name the problem and what to do: ncu missing, no CUDA GPU, counters not permitted
-(ERR_NVGPUCTRPERM), a metric this chip does not have. Nothing falls back to an analytic number.
+Errors name the problem and what to do. Two kinds:
+- NcuUnavailable: ncu cannot count on this machine at all: not installed, no CUDA GPU, counters
+  not permitted (ERR_NVGPUCTRPERM), or the profiler library did not load (LibraryNotLoaded, seen
+  where the GPU is reached through a sandboxed kernel). Its `reason` names which; callers fall
+  back to another counter or skip, saying so.
+- NcuRefused: ncu ran, but its output fails a check (the GEMM self-check, families against their
+  parent metric, a group of the step with no tensor-core FLOPs). Its `csv` keeps the raw CSV that
+  was refused, so the recording is never lost; callers save it.
+Nothing falls back to an analytic number.
 
 The CSV parser (parse_raw_csv) and attribution (summarize) are pure functions of the CSV text.
+record_fixtures copies recorded CSVs (a `sixn validate --counter ncu` folder) into tests/data,
+where the CPU tests of the parser read them (`python -m sixn.bench.counters.ncu fixtures SRC DEST`).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import glob
 import io
 import json
 import os
@@ -49,6 +60,25 @@ import torch
 from sixn.model.flops import EXACT_GEMM, GROUPS
 
 from .base import DTYPES, CounterError, StepCount, build_step, dtype_name
+
+class NcuUnavailable(CounterError):
+    """ncu cannot count on this machine; `reason` is one of REASONS."""
+
+    REASONS = ("no-cuda", "not-installed", "ERR_NVGPUCTRPERM", "LibraryNotLoaded", "profiler-init")
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+class NcuRefused(CounterError):
+    """ncu ran but its output failed a check; `csv` is the refused raw CSV (kept by the caller)."""
+
+    def __init__(self, message: str, csv_text: str, log: str = ""):
+        super().__init__(message)
+        self.csv = csv_text
+        self.log = log
+
 
 # ------------------------------------------------------------------------------------------------
 # Metrics (Hopper / GH100 names; one multiply-add = 2 FLOPs in the sm__ops_path_tensor_* metrics)
@@ -91,22 +121,32 @@ def all_metrics() -> list[str]:
 # Environment and command lines
 # ------------------------------------------------------------------------------------------------
 
+NSIGHT_GLOB = "/opt/nvidia/nsight-compute/*/ncu"  # standalone Nsight Compute installs
+
+
+def _executable(path: str) -> bool:
+    return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
 def ncu_path() -> str:
-    """The ncu executable: $SIXN_NCU, else `ncu` on PATH, else CUDA's default install folder."""
+    """The ncu executable: $SIXN_NCU, else `ncu` on PATH, else $CUDA_HOME/bin/ncu (default
+    /usr/local/cuda), else the newest /opt/nvidia/nsight-compute/<version>/ncu."""
     env = os.environ.get("SIXN_NCU")
     if env:
-        if not (os.path.isfile(env) and os.access(env, os.X_OK)):
-            raise CounterError(f"SIXN_NCU={env!r} is not an executable file; point it at ncu "
-                                   f"(e.g. /usr/local/cuda/bin/ncu) or unset it")
+        if not _executable(env):
+            raise NcuUnavailable("not-installed", f"SIXN_NCU={env!r} is not an executable file; "
+                                 f"point it at ncu (e.g. /usr/local/cuda/bin/ncu) or unset it")
         return env
     found = shutil.which("ncu")
     if found:
         return found
     cuda_home = os.environ.get("CUDA_HOME") or "/usr/local/cuda"
-    candidate = os.path.join(cuda_home, "bin", "ncu")
-    if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-        return candidate
-    raise CounterError(
+    candidates = [os.path.join(cuda_home, "bin", "ncu"), *sorted(glob.glob(NSIGHT_GLOB), reverse=True)]
+    for candidate in candidates:
+        if _executable(candidate):
+            return candidate
+    raise NcuUnavailable(
+        "not-installed",
         "Nsight Compute (ncu) is not installed or not on PATH, so the ncu counter cannot run. "
         "Install Nsight Compute (it ships with the CUDA toolkit as bin/ncu, or as the "
         "nsight-compute package), put it on PATH or set SIXN_NCU=/path/to/ncu; or use "
@@ -114,12 +154,14 @@ def ncu_path() -> str:
 
 
 def check_environment() -> str:
-    """ncu's path, after checking that ncu exists and a CUDA GPU is visible."""
+    """ncu's path, after checking that ncu exists and a CUDA GPU is visible (NcuUnavailable if
+    not). Whether ncu may read the counters shows only when it profiles (check_ncu_output)."""
     if not torch.cuda.is_available():
-        raise CounterError(
+        raise NcuUnavailable(
+            "no-cuda",
             "the ncu counter needs an NVIDIA GPU, and no CUDA device is visible here "
             "(torch.cuda.is_available() is False). Run it on a machine with an NVIDIA GPU and a "
-            "CUDA build of torch, or use --measure dispatch / interpreter on this one.")
+            "CUDA build of torch, or count with the dispatch or interpreter counter on this one.")
     return ncu_path()
 
 
@@ -144,24 +186,36 @@ _METRIC_MISSING = re.compile(r"[Ff]ailed to find metric[s]?\s*(?:regex:)?\s*\"?(
 
 
 def check_ncu_output(text: str, chip_hint: str | None = None) -> None:
-    """Raise a CounterError naming the problem when ncu's output shows one."""
-    err = CounterError
+    """Raise the error ncu's output shows, if any: NcuUnavailable when ncu cannot read counters on
+    this machine (permission, profiler library), CounterError for the others."""
     if "ERR_NVGPUCTRPERM" in text:
-        raise err("ncu may not read the GPU's performance counters (ERR_NVGPUCTRPERM): profiling is "
-                  "restricted to admin users on this machine. Run sixn as root (sudo -E env "
-                  "PATH=$PATH sixn ...), or let all users profile by loading the nvidia driver with "
-                  "NVreg_RestrictProfilingToAdminUsers=0 "
-                  "(https://developer.nvidia.com/ERR_NVGPUCTRPERM).")
+        raise NcuUnavailable(
+            "ERR_NVGPUCTRPERM",
+            "ncu may not read the GPU's performance counters (ERR_NVGPUCTRPERM): profiling is "
+            "restricted to admin users on this machine. Run sixn as root (sudo -E env "
+            "PATH=$PATH sixn ...), or let all users profile by loading the nvidia driver with "
+            "NVreg_RestrictProfilingToAdminUsers=0 "
+            "(https://developer.nvidia.com/ERR_NVGPUCTRPERM).")
+    if "LibraryNotLoaded" in text:
+        raise NcuUnavailable(
+            "LibraryNotLoaded",
+            "ncu could not load its profiler library on this machine (LibraryNotLoaded), so it "
+            "cannot read the GPU's counters here. This was seen where the GPU is reached through a "
+            "sandboxed kernel (gVisor); ncu works on a machine with direct driver access. Use the "
+            f"dispatch counter here. ncu said: {_error_lines(text)}")
+    if "Failed to initialize the profiler" in text:
+        raise NcuUnavailable("profiler-init", "ncu could not initialise its profiler on this "
+                             f"machine, so it cannot read counters here. ncu said: {_error_lines(text)}")
     m = _METRIC_MISSING.search(text)
     if m:
         chip = chip_hint or "<chip>"
-        raise err(f"this GPU does not have the metric {m.group(1) or '(see ncu output)'} that the "
+        raise CounterError(f"this GPU does not have the metric {m.group(1) or '(see ncu output)'} that the "
                   f"ncu counter reads (its names are for Hopper, GH100). List the tensor-core "
                   f"metrics this chip has with: ncu --query-metrics --chips {chip} "
                   f"--query-metrics-mode suffix --metrics sm__ops_path_tensor; ncu said: "
                   f"{_error_lines(text)}")
     if "==ERROR==" in text:
-        raise err(f"ncu failed: {_error_lines(text)}")
+        raise CounterError(f"ncu failed: {_error_lines(text)}")
 
 
 def _error_lines(text: str) -> str:
@@ -350,64 +404,113 @@ def profile(child: list[str], metrics: list[str], workdir: str | Path,
     return e.stdout, log
 
 
-_SELF_CHECK: dict | None = None
+def _summarize_or_refuse(text: str, log: str, what: str) -> dict:
+    """summarize(parse_raw_csv(text)), or NcuRefused keeping `text` when the CSV cannot be read."""
+    try:
+        return summarize(parse_raw_csv(text))
+    except (ValueError, CounterError) as e:
+        raise NcuRefused(f"the ncu CSV of {what} could not be read: {e}", text, log) from None
 
 
 def gemm_self_check(n: int = GEMM_CHECK_N, workdir: str | Path | None = None) -> dict:
-    """Profile one bf16 n^3 torch.mm; the tensor metric must read 2 n^3 within 1%."""
-    global _SELF_CHECK
-    if _SELF_CHECK is not None and _SELF_CHECK["n"] == n:
-        return _SELF_CHECK
+    """Profile one bf16 n^3 torch.mm; the tensor metric must read 2 n^3 within 1% (NcuRefused,
+    with the CSV, if not). Returns the check with its raw CSV under "csv"."""
     with tempfile.TemporaryDirectory(prefix="sixn-ncu-") as tmp:
-        text, _ = profile(child_command("gemm", {"n": n}), all_metrics(), workdir or tmp)
-    s = summarize(parse_raw_csv(text))
+        text, log = profile(child_command("gemm", {"n": n}), all_metrics(), workdir or tmp)
+    s = _summarize_or_refuse(text, log, f"the {n}^3 GEMM self-check")
     expected = EXACT_GEMM.forward_flops(n, n, n)  # 2 n^3
     rel = s["total"] / expected - 1.0
     out = {"n": n, "expected": expected, "measured": s["total"], "rel_error": rel,
            "tensor_by_family": s["tensor_by_family"], "family_check": s["family_check"],
            "kernels": [k["name"] for k in s["by_kernel"]], "csv": text}
     if abs(rel) > GEMM_CHECK_TOL or not all(c["ok"] for c in s["family_check"].values()):
-        raise CounterError(
+        raise NcuRefused(
             f"ncu self-check failed: a bf16 {n}x{n}x{n} torch.mm read {s['total']:,} tensor-core "
             f"FLOPs, expected 2*{n}^3 = {expected:,} ({rel:+.2%}); families {s['tensor_by_family']}, "
             f"check against parents {s['family_check']}. The tensor metrics do not mean what sixn "
-            f"assumes on this GPU, so no step is measured.")
-    _SELF_CHECK = out
+            f"assumes on this GPU, so no step is measured.", text, log)
     return out
 
 
-def count_step_ncu(cfg, batch: int, seq_len: int, device: str, dtype: torch.dtype):
-    """The ncu counter behind bench.counters.count_step."""
+def count_step_ncu(cfg, batch: int, seq_len: int, device: str, dtype: torch.dtype,
+                   self_check: dict | None = None):
+    """The ncu counter behind bench.counters.count_step. self_check: a passed gemm_self_check()
+    (run here when None). A count that fails a check raises NcuRefused with the raw CSV."""
     check_environment()
-    check = gemm_self_check()
+    check = gemm_self_check() if self_check is None else self_check
     spec = {"config": cfg.to_dict(), "batch": batch, "seq_len": seq_len,
             "dtype": dtype_name(dtype), "warmup": 2}
     with tempfile.TemporaryDirectory(prefix="sixn-ncu-") as tmp:
         text, log = profile(child_command("step", spec), all_metrics(), tmp)
-    s = summarize(parse_raw_csv(text))
+    s = _summarize_or_refuse(text, log, "the training step")
     if s["kernels"] == 0 or s["total"] == 0:
-        raise CounterError(f"ncu measured no tensor-core FLOPs in the step ({s['kernels']} "
-                               f"kernels profiled); check that the model runs on the GPU in "
-                               f"{dtype_name(dtype)}")
+        raise NcuRefused(f"ncu measured no tensor-core FLOPs in the step ({s['kernels']} "
+                         f"kernels profiled); check that the model runs on the GPU in "
+                         f"{dtype_name(dtype)}", text, log)
     bad = {k: v for k, v in s["family_check"].items() if not v["ok"]}
     if bad:
-        raise CounterError(f"tensor-core families do not add up to their parent metric: {bad}")
+        raise NcuRefused(f"tensor-core families do not add up to their parent metric: {bad}", text, log)
     empty = [g for g in ("qkv", "attention", "project", "feedforward", "de-embed")
              if s["by_group"][g] == 0]
     if empty:
-        raise CounterError(
+        raise NcuRefused(
             f"ncu measured no tensor-core FLOPs for {', '.join(empty)}: the kernels of these NVTX "
             f"ranges (sixn_*, nested in {STEP_RANGE!r}) were not profiled or not attributed. Check "
             f"that this ncu version's --nvtx-include '{STEP_RANGE}/' includes nested push/pop "
             f"ranges, and that the NVTX column of the raw CSV names the ranges; "
-            f"{s['kernels']} kernels were profiled")
+            f"{s['kernels']} kernels were profiled", text, log)
     extra = {"cuda_core_flops": s["cuda_core_total"], "cuda_core_by_group": s["cuda_core_by_group"],
              "mufu_inst": s["mufu_inst"], "tensor_by_family": s["tensor_by_family"],
              "kernels": s["kernels"],
              "gemm_self_check": {k: v for k, v in check.items() if k != "csv"}}
-    raw = {"csv": text, "ncu_log_tail": log[-4000:], "command": " ".join(child_command("step", spec))}
+    raw = {"csv": text, "ncu_log_tail": log[-4000:], "config": cfg.to_dict(),
+           "command": " ".join(child_command("step", spec))}
     return StepCount("ncu", cfg.backend, batch, seq_len, device, dtype_name(dtype), s["total"],
                      s["by_group"], s["by_kernel"], raw, extra)
+
+
+# ------------------------------------------------------------------------------------------------
+# Recorded output as test fixtures
+# ------------------------------------------------------------------------------------------------
+
+GEMM_CHECK_FILE = "gemm_self_check"   # <folder>/gemm_self_check.csv + .json, written by sixn validate
+
+
+def record_fixtures(src: str | Path, dest: str | Path) -> list[Path]:
+    """Copy the ncu CSVs of a `sixn validate --counter ncu` folder into `dest` (tests/data), each
+    with the small JSON the parser tests read: ncu_gemm_<n>.csv/.json from the self-check and
+    ncu_step_<shape>_<backend>.csv/.json from each counted shape (raw_<shape>.csv/.json).
+    Returns the files written; ValueError when `src` holds no ncu recording."""
+    src, dest = Path(src), Path(dest)
+    written: list[Path] = []
+
+    def put(name: str, csv_text: str, meta: dict) -> None:
+        dest.mkdir(parents=True, exist_ok=True)
+        (dest / f"{name}.csv").write_text(csv_text)
+        (dest / f"{name}.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+        written.extend([dest / f"{name}.csv", dest / f"{name}.json"])
+
+    check = src / f"{GEMM_CHECK_FILE}.json"
+    if check.exists() and (src / f"{GEMM_CHECK_FILE}.csv").exists():
+        meta = json.loads(check.read_text())
+        put(f"ncu_gemm_{meta['n']}", (src / f"{GEMM_CHECK_FILE}.csv").read_text(),
+            {"kind": "gemm", "n": meta["n"], "device": meta.get("provenance", {}).get("device")})
+    for raw_json in sorted(src.glob("raw_*.json")):
+        rec = json.loads(raw_json.read_text())
+        if rec.get("counter") != "ncu" or not raw_json.with_suffix(".csv").exists():
+            continue
+        if "config" not in rec.get("raw", {}):
+            raise ValueError(f"{raw_json} has no raw.config: recorded by an older sixn; record again")
+        shape = raw_json.stem[len("raw_"):]
+        put(f"ncu_step_{shape}_{rec['backend']}", raw_json.with_suffix(".csv").read_text(),
+            {"kind": "step", "config": rec["raw"]["config"], "batch": rec["batch"],
+             "seq_len": rec["seq_len"], "dtype": rec["dtype"],
+             "device": rec.get("provenance", {}).get("device")})
+    if not written:
+        raise ValueError(f"{src} holds no ncu recording (no {GEMM_CHECK_FILE}.csv and no "
+                         f"raw_<shape>.csv of the ncu counter); run `sixn validate --counter ncu "
+                         f"--out {src}` on a GPU first")
+    return written
 
 
 # ------------------------------------------------------------------------------------------------
@@ -476,10 +579,25 @@ def _child_gemm(spec: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m sixn.bench.counters.ncu",
-                                description="child processes profiled by the ncu counter")
-    p.add_argument("mode", choices=("step", "gemm"))
-    p.add_argument("--spec", required=True, help="JSON")
+                                description="the child processes profiled by the ncu counter "
+                                            "(step, gemm), and `fixtures SRC DEST`: copy the ncu "
+                                            "CSVs recorded in a sixn validate folder into tests/data")
+    p.add_argument("mode", choices=("step", "gemm", "fixtures"))
+    p.add_argument("paths", nargs="*", help="fixtures: SRC (a validate folder) and DEST")
+    p.add_argument("--spec", help="JSON (step, gemm)")
     a = p.parse_args(argv)
+    if a.mode == "fixtures":
+        if len(a.paths) != 2:
+            p.error("fixtures needs SRC and DEST, e.g. fixtures results/report-gpu/validate tests/data")
+        try:
+            for path in record_fixtures(*a.paths):
+                print(path)
+        except ValueError as e:
+            print(f"{p.prog}: error: {e}", file=sys.stderr)
+            return 2
+        return 0
+    if not a.spec:
+        p.error(f"{a.mode} needs --spec")
     spec = json.loads(a.spec)
     (_child_step if a.mode == "step" else _child_gemm)(spec)
     return 0

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from sixn.kernels.runtime import short_dtype_name
+
 _TF = 1e12  # TFLOP/s -> FLOP/s
 
 
@@ -31,11 +33,10 @@ class Peak:
 
     def for_dtype(self, dtype: torch.dtype | str) -> float:
         """Peak FLOP/s for the compute dtype of a benchmark (bf16 autocast -> bf16)."""
-        key = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32",
-               "bf16": "bf16", "bfloat16": "bf16", "fp16": "fp16", "float16": "fp16",
-               "tf32": "tf32", "fp32": "fp32", "float32": "fp32"}.get(dtype)
-        if key is None:
-            raise ValueError(f"no peak for dtype {dtype!r}; supported: bf16, fp16, tf32, fp32")
+        try:
+            key = "tf32" if dtype == "tf32" else short_dtype_name(dtype)
+        except ValueError:
+            raise ValueError(f"no peak for dtype {dtype!r}; supported: bf16, fp16, tf32, fp32") from None
         return getattr(self, key)
 
     def to_dict(self) -> dict:

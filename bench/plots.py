@@ -1,6 +1,7 @@
 """Figures of `sixn bench` and `sixn kernels`, drawn from their rows (or the CSVs that hold them).
 
-One function per figure, each taking rows (dicts, as written to the CSV; numbers may be strings)
+One function per figure, each taking rows (dicts, as written to the CSV or read back by
+sixn.bench.results.read_rows)
 and an output path, returning the path:
   plot_throughput      tokens/s by preset and provider (training step)
   plot_mfu             MFU (palm, and kaplan_6N_context hatched) by preset and provider; without a
@@ -13,7 +14,7 @@ and an output path, returning the path:
 
 from __future__ import annotations
 
-import csv
+import math
 from pathlib import Path
 
 import matplotlib
@@ -22,24 +23,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def _num(x):
-    """A CSV cell as a number (None for empty / 'None'); numbers pass through."""
-    if x is None or isinstance(x, (int, float)):
-        return x
-    s = str(x).strip()
-    if s in ("", "None", "nan"):
-        return None
-    try:
-        v = float(s)
-    except ValueError:
-        return x
-    return int(v) if v.is_integer() and "." not in s and "e" not in s.lower() else v
-
-
-def read_rows(path: str | Path) -> list[dict]:
-    """Rows of a bench/kernels CSV with numeric cells converted."""
-    with open(path, newline="") as f:
-        return [{k: _num(v) for k, v in r.items()} for r in csv.DictReader(f)]
+def _number(r: dict, key: str):
+    """r[key] when it is a finite number, else None (rows are typed, as read_rows gives them)."""
+    v = r.get(key)
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
 
 
 def _save(fig, path: str | Path) -> Path:
@@ -52,7 +39,7 @@ def _save(fig, path: str | Path) -> Path:
 
 
 def _step_rows(rows):
-    return [r for r in rows if _num(r.get("tokens_per_s")) is not None
+    return [r for r in rows if _number(r, "tokens_per_s") is not None
             and not str(r.get("provider", "")).startswith("roof:")]
 
 
@@ -60,10 +47,10 @@ def _grouped(rows, key):
     """{preset: {provider label: value}} in first-seen order; DDP rows labelled with their size."""
     presets, providers, val = [], [], {}
     for r in rows:
-        v = _num(r.get(key))
+        v = _number(r, key)
         if v is None:
             continue
-        ws = _num(r.get("world_size")) or 1
+        ws = _number(r, "world_size") or 1
         prov = r["provider"] + (f" (DDP x{ws})" if ws > 1 else "")
         if r["preset"] not in presets:
             presets.append(r["preset"])
@@ -132,9 +119,9 @@ def plot_roofline(rows: list[dict], path: str | Path, gemm_tflops: float,
     if not gemm_tflops or not bandwidth_gbs or gemm_tflops <= 0 or bandwidth_gbs <= 0:
         raise ValueError(f"plot_roofline needs positive measured roofs, got gemm_tflops="
                          f"{gemm_tflops}, bandwidth_gbs={bandwidth_gbs}")
-    pts = [r for r in rows if _num(r.get("intensity")) and _num(r.get("tflops"))]
+    pts = [r for r in rows if _number(r, "intensity") and _number(r, "tflops")]
     fig, ax = plt.subplots(figsize=(7, 5))
-    xs = [_num(r["intensity"]) for r in pts]
+    xs = [r["intensity"] for r in pts]
     lo = min(xs + [gemm_tflops * 1e3 / bandwidth_gbs]) / 4
     hi = max(xs + [gemm_tflops * 1e3 / bandwidth_gbs]) * 4
     grid = [lo * (hi / lo) ** (i / 200) for i in range(201)]
@@ -148,7 +135,7 @@ def plot_roofline(rows: list[dict], path: str | Path, gemm_tflops: float,
         groups.setdefault(label, []).append(r)
     markers = "os^vD<>ph*"
     for i, (label, rs) in enumerate(groups.items()):
-        ax.scatter([_num(r["intensity"]) for r in rs], [_num(r["tflops"]) for r in rs], s=22,
+        ax.scatter([r["intensity"] for r in rs], [r["tflops"] for r in rs], s=22,
                    marker=markers[i % len(markers)], color=f"C{i % 10}", label=label)
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -161,16 +148,16 @@ def plot_roofline(rows: list[dict], path: str | Path, gemm_tflops: float,
 
 def plot_attention(rows: list[dict], path: str | Path, mode: str) -> Path:
     rs = [r for r in rows if r.get("family") == "attention" and r.get("mode") == mode
-          and _num(r.get("tflops")) is not None]
+          and _number(r, "tflops") is not None]
     if not rs:
         raise ValueError(f"plot_attention: no attention rows for mode {mode!r}")
-    panels = sorted({(_num(r["D"]), str(r["causal"])) for r in rs})
+    panels = sorted({(r["D"], str(r["causal"])) for r in rs})
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False)
     for ax, (D, causal) in zip(axes[0], panels):
-        sub = [r for r in rs if _num(r["D"]) == D and str(r["causal"]) == causal]
+        sub = [r for r in rs if r["D"] == D and str(r["causal"]) == causal]
         for i, prov in enumerate(dict.fromkeys(r["provider"] for r in sub)):
-            pr = sorted((r for r in sub if r["provider"] == prov), key=lambda r: _num(r["T"]))
-            ax.plot([_num(r["T"]) for r in pr], [_num(r["tflops"]) for r in pr], "o-",
+            pr = sorted((r for r in sub if r["provider"] == prov), key=lambda r: r["T"])
+            ax.plot([r["T"] for r in pr], [r["tflops"] for r in pr], "o-",
                     color=f"C{i}", label=prov)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("sequence length T")
@@ -183,7 +170,7 @@ def plot_attention(rows: list[dict], path: str | Path, mode: str) -> Path:
 
 
 def plot_mlp(rows: list[dict], path: str | Path) -> Path:
-    rs = [r for r in rows if r.get("family") == "mlp" and _num(r.get("tflops")) is not None]
+    rs = [r for r in rows if r.get("family") == "mlp" and _number(r, "tflops") is not None]
     if not rs:
         raise ValueError("plot_mlp: no mlp rows")
     modes = list(dict.fromkeys(r["mode"] for r in rs))
@@ -191,7 +178,7 @@ def plot_mlp(rows: list[dict], path: str | Path) -> Path:
     for ax, mode in zip(axes[0], modes):
         sub = [r for r in rs if r["mode"] == mode]
         shapes = list(dict.fromkeys(r["shape"] for r in sub))
-        val = {(r["shape"], r["provider"]): _num(r["tflops"]) for r in sub}
+        val = {(r["shape"], r["provider"]): r["tflops"] for r in sub}
         _bars(ax, shapes, list(dict.fromkeys(r["provider"] for r in sub)), val)
         ax.set_title(f"linear + GELU(tanh), {mode}")
         ax.set_ylabel("TFLOP/s (GEMM model FLOPs)")

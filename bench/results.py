@@ -1,16 +1,18 @@
-"""How every file under results/ records where it came from, and atomic writers for them.
+"""Results I/O: where every file under results/ came from, and the one reader and writer of tables.
 
 Each JSON result carries a "provenance" object and each CSV row carries the same fields as columns:
-device, driver, torch and triton versions, git commit, command line and UTC date.
+device, driver, torch and triton versions, git commit, command line and UTC date. Every write
+replaces its file in one rename (a kill leaves the old file or the new one); append_csv appends.
+Tables are read and written through pandas (read_table / read_rows, write_csv / append_csv).
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import datetime as _dt
-import io
 import json
+import math
+import numbers
 import os
 import platform
 import subprocess
@@ -20,6 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
+import pandas as pd
 import torch
 
 PROVENANCE_FIELDS = ("device", "driver", "torch", "triton", "python", "git_commit", "command", "date")
@@ -143,40 +146,125 @@ def _json_default(o: Any):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def read_csv_rows(path: str | Path) -> tuple[list[str], list[dict]]:
-    """(header, rows) of a CSV; ([], []) when the file does not exist."""
+def fmt_number(v: Any, spec: str = ".4g", missing: str = "-", scale: float = 1.0) -> str:
+    """The one number formatter of the printed tables: format(v * scale, spec), or `missing` when v
+    is None, empty or not finite."""
+    if v is None or isinstance(v, str) and v == "":
+        return missing
+    if isinstance(v, numbers.Real) and not math.isfinite(v):
+        return missing
+    return format(v * scale, spec)
+
+
+# --------------------------------------------------------------------------------------------
+# Tables: the one CSV reader and the one writer (pandas)
+# --------------------------------------------------------------------------------------------
+
+def read_table(path: str | Path, text: bool = False) -> pd.DataFrame:
+    """A CSV as a DataFrame; empty when the file does not exist or is empty.
+
+    Columns are typed by pandas with nullable dtypes (an integer column with empty cells stays
+    integer); the provenance columns always stay text. With text=True every cell is kept as it is
+    written (str, '' for empty), for callers that compare cells as text or check them one by one.
+    """
     path = Path(path)
-    if not path.exists():
-        return [], []
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        return list(reader.fieldnames or []), list(reader)
+    if not path.exists() or path.stat().st_size == 0:
+        return pd.DataFrame()
+    try:
+        if text:
+            return pd.read_csv(path, dtype=str, keep_default_na=False)
+        return pd.read_csv(path, dtype={k: str for k in PROVENANCE_FIELDS},
+                           dtype_backend="numpy_nullable")
+    except pd.errors.EmptyDataError:  # blank lines only
+        return pd.DataFrame()
+
+
+def records(df: pd.DataFrame) -> list[dict]:
+    """A DataFrame's rows as dicts of plain Python values (int, float, bool, str; None where empty)."""
+    if df.empty:
+        return []
+    obj = df.astype(object)
+    return obj.where(df.notna(), None).to_dict("records")
+
+
+def read_rows(path: str | Path, text: bool = False) -> list[dict]:
+    """A CSV's rows as dicts (see read_table for the types); [] when the file does not exist."""
+    return records(read_table(path, text=text))
+
+
+def read_csv_rows(path: str | Path) -> tuple[list[str], list[dict]]:
+    """(header, rows) of a CSV, typed as read_rows; ([], []) when the file does not exist."""
+    df = read_table(path)
+    return [str(c) for c in df.columns], records(df)
+
+
+def _csv_text(fieldnames: list[str], rows: list[dict], header: bool = True) -> str:
+    # object dtype: every cell is written as str(value) (None as empty), as it was given
+    df = pd.DataFrame([{k: r.get(k) for k in fieldnames} for r in rows], columns=fieldnames,
+                      dtype=object)
+    return df.to_csv(index=False, header=header, lineterminator="\n")
 
 
 def write_csv_rows(path: str | Path, fieldnames: list[str], rows: list[dict]) -> Path:
-    """Rows written atomically as they are (they already carry their provenance columns)."""
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=fieldnames, extrasaction="ignore")
-    w.writeheader()
-    w.writerows(rows)
-    return atomic_write_text(path, buf.getvalue())
+    """Rows written atomically as they are (they already carry their provenance columns); keys not
+    in `fieldnames` are left out, missing ones are empty."""
+    return atomic_write_text(path, _csv_text(list(fieldnames), rows))
+
+
+def _with_provenance(rows: Iterable[dict], prov: dict | None) -> list[dict]:
+    prov = prov or provenance()
+    return [{**r, **{k: prov[k] for k in PROVENANCE_FIELDS}} for r in rows]
+
+
+def _fields(rows: list[dict], first: Iterable[str] = ()) -> list[str]:
+    fields = list(first)
+    for r in rows:
+        fields += [k for k in r if k not in fields]
+    return fields
+
+
+def _header(path: Path) -> list[str]:
+    """The column names of a CSV (its first line only); [] when it does not exist or is empty."""
+    if not path.exists() or path.stat().st_size == 0:
+        return []
+    try:
+        return [str(c) for c in pd.read_csv(path, nrows=0).columns]
+    except pd.errors.EmptyDataError:
+        return []
 
 
 def append_csv(path: str | Path, rows: Iterable[dict], prov: dict | None = None) -> Path:
-    """Append rows to a CSV, each with the provenance columns. New columns rewrite the header."""
-    prov = prov or provenance()
-    new = [{**r, **{k: prov[k] for k in PROVENANCE_FIELDS}} for r in rows]
-    fields, old = read_csv_rows(path)
-    for r in new:
-        for k in r:
-            if k not in fields:
-                fields.append(k)
-    return write_csv_rows(path, fields, old + new)
+    """Append rows to a CSV, each with the provenance columns.
+
+    A new file is written with a header. Rows whose columns the file's header already has are
+    appended in one write (nothing else of the file is read or rewritten); rows that bring new
+    columns rewrite the file once, atomically, with the header grown by them.
+    """
+    path = Path(path)
+    new = _with_provenance(rows, prov)
+    if not new:
+        return path
+    header = _header(path)
+    if not header:
+        return write_csv_rows(path, _fields(new), new)
+    fields = _fields(new, header)
+    if len(fields) > len(header):
+        _, old = read_csv_rows(path)
+        return write_csv_rows(path, fields, old + new)
+    text = _csv_text(header, new, header=False)
+    with open(path, "rb+") as f:  # a file torn without its last newline gets one first
+        f.seek(0, os.SEEK_END)
+        if f.tell() > 0:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                text = "\n" + text
+        f.write(text.encode())
+        f.flush()
+        os.fsync(f.fileno())
+    return path
 
 
 def write_csv(path: str | Path, rows: list[dict], prov: dict | None = None) -> Path:
-    """Write (replace) a CSV whose every row carries the provenance columns."""
-    path = Path(path)
-    if path.exists():
-        path.unlink()
-    return append_csv(path, rows, prov)
+    """Write (replace, atomically) a CSV whose every row carries the provenance columns."""
+    new = _with_provenance(rows, prov)
+    return write_csv_rows(path, _fields(new), new)

@@ -6,11 +6,11 @@ perf_counter loop with the same warm-up / repetition budget and the same quantil
 
 from __future__ import annotations
 
-import statistics
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 
 
@@ -23,16 +23,6 @@ class Timing:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _quantile(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    if len(xs) == 1:
-        return xs[0]
-    pos = q * (len(xs) - 1)
-    lo = int(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
 def bench(fn: Callable[[], object], device: str | torch.device = "cpu", warmup_ms: float = 25,
@@ -54,7 +44,8 @@ def bench(fn: Callable[[], object], device: str | torch.device = "cpu", warmup_m
         t0 = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t0) * 1e3)
-    return Timing(statistics.median(times), _quantile(times, 0.2), _quantile(times, 0.8), len(times))
+    med, p20, p80 = np.quantile(times, [0.5, 0.2, 0.8])  # linear interpolation between order statistics
+    return Timing(float(med), float(p20), float(p80), len(times))
 
 
 def synchronize(device: str | torch.device) -> None:

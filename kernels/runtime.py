@@ -53,7 +53,31 @@ def check_device(name: str, *tensors: torch.Tensor) -> None:
                      f"tensors in the Triton interpreter (TRITON_INTERPRET=1 before importing kernels)")
 
 
-SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+# The one dtype vocabulary of sixn: each supported torch dtype, its name and its short name.
+_NAMES = {torch.float16: ("float16", "fp16"), torch.bfloat16: ("bfloat16", "bf16"),
+          torch.float32: ("float32", "fp32")}
+SUPPORTED_DTYPES = tuple(_NAMES)
+DTYPES: dict[str, torch.dtype] = {n: dt for dt, names in _NAMES.items() for n in names}
+
+
+def to_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """A supported torch dtype from itself, its name ("bfloat16") or short name ("bf16")."""
+    dt = dtype if isinstance(dtype, torch.dtype) else DTYPES.get(str(dtype).lower())
+    if dt not in _NAMES:
+        what = f"dtype {dtype} is not supported" if isinstance(dtype, torch.dtype) else \
+            f"unknown dtype {dtype!r}"
+        raise ValueError(f"{what}; supported: {', '.join(DTYPES)}")
+    return dt
+
+
+def dtype_name(dtype: str | torch.dtype) -> str:
+    """"float32", "bfloat16" or "float16"."""
+    return _NAMES[to_dtype(dtype)][0]
+
+
+def short_dtype_name(dtype: str | torch.dtype) -> str:
+    """"fp32", "bf16" or "fp16"."""
+    return _NAMES[to_dtype(dtype)][1]
 
 
 def check_dtype(name: str, *tensors: torch.Tensor) -> torch.dtype:

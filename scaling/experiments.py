@@ -19,42 +19,12 @@
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
 import numpy as np
 
-from sixn.bench.results import write_json
-
-NUMERIC = ("n_layer", "d_model", "n_head", "d_ff", "n_ctx", "n_vocab", "N", "N_total", "batch_size",
-           "batch_tokens", "data_tokens", "step", "tokens", "lr", "train_loss", "val_loss",
-           "transfer_loss", "b_simple", "elapsed_s", "D", "steps", "best_val_loss")
-
-
-def _num(v):
-    if v is None or v == "":
-        return None
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        return v
-    return x if math.isfinite(x) else None
-
-
-def read_rows(path: str | Path) -> list[dict]:
-    """A CSV's rows with the numeric columns as floats (None where empty)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    for r in rows:
-        for k in list(r):
-            if k in NUMERIC or k.startswith(("C_", "pf_days_")):
-                r[k] = _num(r[k])
-    return rows
-
+from sixn.bench.results import read_rows, write_json
 
 def by_run(curves: list[dict], kind: str | None = None) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}

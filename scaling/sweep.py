@@ -32,11 +32,11 @@ import json
 import math
 import re
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from sixn.bench.results import (device_slug, provenance, read_csv_rows, results_root, write_csv,
                               write_csv_rows, write_json)
@@ -265,75 +265,49 @@ def default_sweep_dir(device: str, quick: bool = False) -> Path:
 # --------------------------------------------------------------------------------------------
 
 class Progress:
-    """A text progress bar on stderr, weighted by each run's FLOPs (tqdm when it is installed)."""
+    """The sweep's tqdm bar on stderr, weighted by each run's FLOPs (`costs`, by run name).
+
+    train() reports (run, step, steps, eval row or None) to update(); a run skipped because it
+    finished earlier counts as done at once. Off a terminal the bar refreshes every 30 s.
+    """
 
     def __init__(self, costs: dict[str, float], enabled: bool = True, stream=None):
         self.costs = costs
-        self.total = sum(costs.values()) or 1.0
         self.done_cost = 0.0
-        self.enabled = enabled
-        self.stream = stream or sys.stderr
-        self.t0 = time.perf_counter()
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self._tqdm = None
-        if enabled and self.tty:
-            try:
-                from tqdm import tqdm
-                self._tqdm = tqdm(total=1000, file=self.stream, unit="‰", leave=True)
-            except ImportError:
-                pass
-        self._last = -1.0
-        self.index = 0
         self.n = len(costs)
+        self.index = 0
+        stream = stream or sys.stderr
+        tty = hasattr(stream, "isatty") and stream.isatty()
+        self.bar = tqdm(total=sum(costs.values()) or 1.0, file=stream, disable=not enabled,
+                        unit="FLOP", unit_scale=True, mininterval=0.5 if tty else 30.0,
+                        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} FLOP [{elapsed}<{remaining}]")
+
+    def _advance(self, to: float) -> None:
+        self.bar.update(max(0.0, to - self.bar.n))
 
     def start_run(self, name: str, index: int, skipped: bool = False) -> None:
         self.index = index
         if skipped:
             self.done_cost += self.costs.get(name, 0.0)
-            self._line(f"[{index}/{self.n}] {name}: finished earlier, skipped")
+            self._advance(self.done_cost)
+            self.line(f"[{index}/{self.n}] {name}: finished earlier, skipped")
 
     def update(self, name: str, step: int, steps: int, row: dict | None) -> None:
-        if not self.enabled:
-            return
-        frac = min(1.0, (self.done_cost + self.costs.get(name, 0.0) * step / max(1, steps)) / self.total)
-        if self._tqdm is not None:
-            self._tqdm.n = int(frac * 1000)
-            self._tqdm.set_description(f"{self.index}/{self.n} {name} step {step}/{steps}")
-            if row is not None:
-                self._tqdm.set_postfix(val=f"{row['val_loss']:.3f}")
-            self._tqdm.refresh()
-            return
-        el = time.perf_counter() - self.t0
-        eta = f"{el / frac * (1 - frac):4.0f}s" if frac > 0.01 else "   ?"
-        bar = "#" * int(frac * 30)
-        msg = (f"[{bar:<30}] {frac * 100:5.1f}%  run {self.index}/{self.n} {name} step {step}/{steps}"
-               + (f" val {row['val_loss']:.3f}" if row is not None else "")
-               + f"  {el:5.0f}s elapsed, eta {eta} (by FLOPs)")
-        if self.tty:
-            if frac - self._last >= 0.002 or row is not None:
-                self.stream.write("\r" + msg[:150].ljust(150))
-                self.stream.flush()
-                self._last = frac
-        elif row is not None:
-            self.stream.write(msg + "\n")
-            self.stream.flush()
+        self.bar.set_description(f"{self.index}/{self.n} {name} step {step}/{steps}", refresh=False)
+        if row is not None:
+            self.bar.set_postfix(val=f"{row['val_loss']:.3f}", refresh=False)
+        self._advance(self.done_cost + self.costs.get(name, 0.0) * step / max(1, steps))
 
     def end_run(self, name: str) -> None:
         self.done_cost += self.costs.get(name, 0.0)
-        if self.enabled and self.tty and self._tqdm is None:
-            self.stream.write("\n")
+        self._advance(self.done_cost)
 
-    def _line(self, msg: str) -> None:
-        if self.enabled:
-            if self._tqdm is not None:
-                self._tqdm.write(msg)
-            else:
-                self.stream.write(msg + "\n")
-                self.stream.flush()
+    def line(self, msg: str) -> None:
+        if not self.bar.disable:
+            self.bar.write(msg, file=self.bar.fp)
 
     def close(self) -> None:
-        if self._tqdm is not None:
-            self._tqdm.close()
+        self.bar.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -442,7 +416,7 @@ def _run_sweep(plan, out_dir, dev: str, quick: bool, progress: bool, fit: bool) 
                       progress=bar.update, extra_meta={"label": r.label})
             except TrainingDiverged as e:
                 diverged.append(r.name)
-                bar._line(f"sixn scale: {e}")
+                bar.line(f"sixn scale: {e}")
             bar.end_run(r.name)
             collect(sweep_dir, runs, prov)
     finally:

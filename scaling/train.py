@@ -41,8 +41,9 @@ from typing import Callable
 
 import torch
 
-from sixn.bench.results import (PROVENANCE_FIELDS, atomic_path, provenance,
-                              read_csv_rows, write_csv_rows, write_json)
+from sixn.bench.results import (append_csv, atomic_path, provenance, read_csv_rows, write_csv_rows,
+                              write_json)
+from sixn.kernels.runtime import DTYPES, SUPPORTED_DTYPES, dtype_name
 from sixn.model.config import GPTConfig, dataclass_from_dict
 from sixn.model.flops import param_counts, flops_per_token, pf_days
 from sixn.model.gpt import GPT
@@ -54,6 +55,8 @@ from .noise import NoiseScale, flat_grad, set_flat_grad
 LOG_CONVENTIONS = ("kaplan_6N", "kaplan_6N_context", "full_model")
 COMPUTE_KEYS = LOG_CONVENTIONS + ("measured",)
 
+TRAIN_DTYPES = tuple(dtype_name(d) for d in SUPPORTED_DTYPES)  # autocast dtype on CUDA
+
 # Column order of log.csv and curves.csv (the provenance columns follow, added by the writer).
 LOG_COLUMNS = (
     "run", "kind", "n_layer", "d_model", "n_head", "d_ff", "n_ctx", "n_vocab", "N", "N_total",
@@ -62,7 +65,6 @@ LOG_COLUMNS = (
     *(f"C_{k}" for k in COMPUTE_KEYS), *(f"pf_days_{k}" for k in COMPUTE_KEYS),
 )
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class TrainingDiverged(RuntimeError):
@@ -118,8 +120,8 @@ class TrainConfig:
         if self.noise_microbatches > 1 and self.batch_size % self.noise_microbatches:
             raise ValueError(f"TrainConfig.batch_size ({self.batch_size}) must be divisible by "
                              f"noise_microbatches ({self.noise_microbatches}); or set it to 0")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"TrainConfig.dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        if self.dtype not in TRAIN_DTYPES:
+            raise ValueError(f"TrainConfig.dtype must be one of {list(TRAIN_DTYPES)}, got {self.dtype!r}")
         if not 0 <= self.noise_ema < 1:
             raise ValueError(f"TrainConfig.noise_ema must be in [0, 1), got {self.noise_ema}")
 
@@ -201,14 +203,9 @@ def _flop_counter_step(cfg: GPTConfig, batch: int, seq_len: int) -> tuple[int | 
 # --------------------------------------------------------------------------------------------
 
 def append_row(path: Path, row: dict, prov: dict) -> None:
-    """Append one row (with provenance columns) to a CSV, atomically (the file is rewritten)."""
-    fieldnames, rows = read_csv_rows(path)
-    full = {**{k: row.get(k) for k in LOG_COLUMNS}, **{k: v for k, v in row.items() if k not in LOG_COLUMNS},
-            **{k: prov[k] for k in PROVENANCE_FIELDS}}
-    for k in full:
-        if k not in fieldnames:
-            fieldnames.append(k)
-    write_csv_rows(path, fieldnames, rows + [full])
+    """Append one row (LOG_COLUMNS first, then its other keys, then the provenance columns)."""
+    append_csv(path, [{**{k: row.get(k) for k in LOG_COLUMNS},
+                       **{k: v for k, v in row.items() if k not in LOG_COLUMNS}}], prov)
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -672,14 +669,8 @@ def eval_seed(tcfg: TrainConfig) -> int:
     return tcfg.seed + 7919
 
 
-def _num(v) -> float | None:
-    if v is None or v == "":
-        return None
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
+def _finite(v) -> float | None:
+    return v if isinstance(v, (int, float)) and math.isfinite(v) else None
 
 
 def summarize(rows: list[dict], status: str = "done", corpus_fingerprint: str | None = None) -> dict:
@@ -687,8 +678,8 @@ def summarize(rows: list[dict], status: str = "done", corpus_fingerprint: str | 
     if not rows:
         raise ValueError("a run summary needs at least one evaluation row")
     last = rows[-1]
-    vals = [_num(r["val_loss"]) for r in rows]
-    late = [b for b in (_num(r.get("b_simple")) for r in rows[len(rows) // 2:]) if b is not None]
+    vals = [_finite(r["val_loss"]) for r in rows]
+    late = [b for b in (_finite(r.get("b_simple")) for r in rows[len(rows) // 2:]) if b is not None]
     out = {k: last.get(k) for k in ("run", "kind", "N", "N_total", "n_layer", "d_model", "n_head",
                                      "n_ctx", "n_vocab", "batch_size", "data_tokens")}
     out.update({
@@ -701,12 +692,4 @@ def summarize(rows: list[dict], status: str = "done", corpus_fingerprint: str | 
         "corpus_fingerprint": corpus_fingerprint, "status": status,
         "elapsed_s": last.get("elapsed_s"),
     })
-    # Values read back from the CSV are strings: make numbers numbers again.
-    for key, v in list(out.items()):
-        if isinstance(v, str) and key not in ("run", "kind", "corpus_fingerprint", "status"):
-            out[key] = _num(v) if v != "" else None
-            if out[key] is not None and out[key] == int(out[key]) and key in (
-                    "N", "N_total", "n_layer", "d_model", "n_head", "n_ctx", "n_vocab", "batch_size",
-                    "data_tokens", "D", "steps"):
-                out[key] = int(out[key])
     return out

@@ -1,7 +1,6 @@
 """`sixn bench` on the CPU, datasheet peaks, row arithmetic, profiler families and `sixn kernels`'
 measuring functions (run on CPU tensors; the command itself needs a GPU)."""
 
-import csv
 import json
 import math
 import os
@@ -12,7 +11,7 @@ import torch
 
 from sixn.bench import peaks
 from sixn.bench.cli import main
-from sixn.bench.results import PROVENANCE_FIELDS
+from sixn.bench.results import PROVENANCE_FIELDS, read_rows
 from sixn.bench.step import (PROVIDERS, ROW_KEYS, build_step, check_targets, kernel_family,
                               make_row, profile_step)
 from sixn.model.flops import EXACT_GEMM, ExecSpec, accounting, attention_model_flops, executed
@@ -85,8 +84,7 @@ def test_bench_cpu_tiny_json(capsys):
     assert copy[0]["bandwidth_gbs"] > 0
 
     out = _results() / "bench" / "cpu"
-    with open(out / "bench.csv", newline="") as f:
-        csv_rows = list(csv.DictReader(f))
+    csv_rows = read_rows(out / "bench.csv")
     assert len(csv_rows) == len(rows)
     assert all(r[k] for r in csv_rows for k in PROVENANCE_FIELDS)
     assert [r["provider"] for r in csv_rows] == [r["provider"] for r in rows]

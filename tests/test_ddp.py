@@ -1,12 +1,11 @@
 """`sixn bench --ddp 2` on the CPU: two gloo processes under torchrun, rank 0's rows collected."""
 
-import csv
 import json
 import math
 
 
 from sixn.bench.cli import main
-from sixn.bench.results import PROVENANCE_FIELDS
+from sixn.bench.results import PROVENANCE_FIELDS, read_rows
 from sixn.model.flops import accounting
 from sixn.model.presets import get_preset
 
@@ -36,9 +35,8 @@ def test_bench_ddp_two_gloo_processes(capsys, tmp_path, one_thread):
     assert math.isclose(r["tokens_per_s"] * r["flops_per_token"], r["tflops"] * 1e12, rel_tol=1e-9)
     assert r["mfu"] is None and r["hfu"] is None
     assert all(r[k] for k in PROVENANCE_FIELDS)
-    with open(tmp_path / "extra.csv", newline="") as f:
-        extra = list(csv.DictReader(f))
-    assert [x["world_size"] for x in extra if x["provider"] == "torch"] == ["1", "2"]
+    extra = read_rows(tmp_path / "extra.csv")
+    assert [x["world_size"] for x in extra if x["provider"] == "torch"] == [1, 2]
 
 
 def test_ddp_module_outside_torchrun(capsys, monkeypatch):

@@ -1,9 +1,9 @@
 """`sixn fit TABLE.csv`: fitted constants with intervals, --json keys, exit codes and error messages."""
 
-import csv
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from sixn.bench.cli import main
@@ -14,10 +14,7 @@ CHINCHILLA = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
 
 
 def _write(path, header, rows):
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
+    pd.DataFrame([list(r) for r in rows], columns=header, dtype=object).to_csv(path, index=False)
     return str(path)
 
 

@@ -1,13 +1,12 @@
 """`sixn flops`: the analytic table / JSON / CSV, custom shapes, bad flags, --measure."""
 
-import csv
 import json
 import re
 
 import pytest
 
 from sixn.bench.cli import main
-from sixn.bench.results import PROVENANCE_FIELDS
+from sixn.bench.results import PROVENANCE_FIELDS, read_rows
 from sixn.model import GPTConfig, accounting, executed, get_preset
 
 
@@ -101,7 +100,7 @@ def test_csv_rows_with_provenance(capsys, tmp_path):
     path = tmp_path / "rows.csv"
     rc, _, _ = _run(capsys, "--preset", "tiny", "--csv", str(path))
     assert rc == 0
-    rows = list(csv.DictReader(path.open()))
+    rows = read_rows(path)
     assert [r["component"] for r in rows] == [r.component for r in accounting(get_preset("tiny")).rows]
     assert all(set(PROVENANCE_FIELDS) <= set(r) for r in rows)
 
@@ -127,7 +126,7 @@ def test_measure_dispatch_json_and_files(capsys, tmp_path):
     summary = json.loads((out_dir / "tiny_dispatch_torch_b2_t40.json").read_text())
     raw = json.loads((out_dir / "tiny_dispatch_torch_b2_t40_raw.json").read_text())
     assert summary["provenance"]["git_commit"] and raw["raw"]["Global"]
-    m = list(csv.DictReader((tmp_path / "m.csv").open()))
+    m = read_rows(tmp_path / "m.csv")
     assert m[-1]["component"] == "total" and int(m[-1]["measured"]) == ex.matmul_total
 
 

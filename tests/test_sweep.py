@@ -1,7 +1,6 @@
 """Sweeps: plans, the curves.csv / summary.csv schema, skipping finished runs, resuming, the CLI,
 and the experiment analyses (sample efficiency, transfer offset, shape spread)."""
 
-import csv
 import json
 import math
 from pathlib import Path
@@ -9,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from sixn.bench.cli import main
+from sixn.bench.results import read_csv_rows, read_rows
 from sixn.model.flops import param_counts
 from sixn.scaling import experiments as ex
 from sixn.scaling import sweep as sw
@@ -53,8 +53,7 @@ def _plan(texts, transfer=True) -> sw.SweepPlan:
 
 
 def _header(path: Path) -> list[str]:
-    with open(path) as f:
-        return next(csv.reader(f))
+    return read_csv_rows(path)[0]
 
 
 def test_default_plans():
@@ -88,10 +87,10 @@ def test_sweep_tables_skip_and_resume(texts, tmp_path, monkeypatch):
     assert d == out
     header = _header(out / "curves.csv")
     assert all(c in header for c in CURVE_COLUMNS), set(CURVE_COLUMNS) - set(header)
-    curves = ex.read_rows(out / "curves.csv")
+    curves = read_rows(out / "curves.csv")
     assert {r["kind"] for r in curves} == {"ladder", "data", "shape"}
     assert all(r["transfer_loss"] is not None and r["C_measured"] > 0 for r in curves)
-    summary = ex.read_rows(out / "summary.csv")
+    summary = read_rows(out / "summary.csv")
     assert all(c in _header(out / "summary.csv") for c in SUMMARY_COLUMNS)
     assert len(summary) == 4
     assert [s for s in summary if s["kind"] == "data"][0]["data_tokens"] == 400
@@ -119,7 +118,7 @@ def test_sweep_tables_skip_and_resume(texts, tmp_path, monkeypatch):
     assert calls == [runs[-1].name]          # finished runs skipped, the unfinished one resumed
     assert (out / "runs" / runs[0].name / "log.csv").read_text() == before
     assert (last / "done.json").exists()
-    assert len(ex.read_rows(out / "curves.csv")) == len(curves)
+    assert len(read_rows(out / "curves.csv")) == len(curves)
     calls.clear()
     sw.run_sweep(plan, out, "cpu", progress=False, fit=False)
     assert calls == []

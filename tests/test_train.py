@@ -1,6 +1,5 @@
 """Training runs: schedule, NaN guard, checkpoint/resume after a kill, B_simple, compute columns."""
 
-import csv
 import json
 import math
 import os
@@ -79,8 +78,7 @@ def test_run_logs_compute_and_noise(corpus, tmp_path):
     r = train(CFG, TCFG, corpus, tmp_path / "run")
     rows = r.rows
     assert [int(x["step"]) for x in rows] == [6, 12, 18, 24]
-    with open(tmp_path / "run" / "log.csv") as f:
-        header = next(csv.reader(f))
+    header = read_csv_rows(tmp_path / "run" / "log.csv")[0]
     assert header[:len(LOG_COLUMNS)] == list(LOG_COLUMNS) and "git_commit" in header
     last = rows[-1]
     tokens = 24 * 8 * 16

@@ -1,12 +1,11 @@
 """`sixn validate`: the 6N study writes its CSV/JSON/raw outputs and plots with provenance."""
 
-import csv
 import json
 
 import pytest
 
 from sixn.bench.cli import main
-from sixn.bench.results import PROVENANCE_FIELDS
+from sixn.bench.results import PROVENANCE_FIELDS, read_rows
 from sixn.bench.commands.validate import DEFAULT_GRID, INTERPRETER_GRID, QUICK_GRID, run_validate, shape_config
 from sixn.model import accounting, executed
 
@@ -46,7 +45,7 @@ def test_run_validate_writes_results(tmp_path):
     # the 6N rule is far off at small d_model / n_ctx with a big head, and closer at large ratios
     assert res["rows"][2]["measured_over_6N"] > res["rows"][1]["measured_over_6N"]
     # files: CSV and JSON with provenance, raw per shape, three plots
-    rows = list(csv.DictReader((tmp_path / "validate.csv").open()))
+    rows = read_rows(tmp_path / "validate.csv")
     assert len(rows) == 3 and all(set(PROVENANCE_FIELDS) <= set(r) for r in rows)
     assert int(rows[0]["measured"]) == res["rows"][0]["measured"]
     saved = json.loads((tmp_path / "validate.json").read_text())

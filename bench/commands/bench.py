@@ -40,8 +40,8 @@ import torch
 from sixn.bench import argtypes
 from sixn.bench import peaks as peaks_mod
 from sixn.bench.errors import CLIError
-from sixn.bench.results import (PROVENANCE_FIELDS, append_csv, device_name, device_slug, provenance,
-                              results_root, write_json)
+from sixn.bench.results import (PROVENANCE_FIELDS, append_csv, device_name, device_slug, fmt_number,
+                              provenance, read_rows, results_root, write_json)
 from sixn.bench.roofs import measure_roofs, roof_rows
 from sixn.bench.step import (NOTE_CPU, NOTE_SDPA_HFU, NOTE_TRITON_CPU, PROVIDERS, TARGET_PRESET,
                               check_providers, check_targets, compute_dtype, default_presets,
@@ -93,12 +93,6 @@ def _check_args(args, dev: torch.device) -> tuple[list[str], list[str]]:
     return presets, providers
 
 
-def _fmt(v, spec: str, scale: float = 1.0) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "-"
-    return format(v * scale, spec)
-
-
 def format_table(summary: dict) -> str:
     """The readable report of a run from its summary dict."""
     lines = [f"sixn bench on {summary['device']} ({summary['figures']})"]
@@ -123,14 +117,14 @@ def format_table(summary: dict) -> str:
             lines.append(f"{r['preset']:<13} {r['provider']:<19} {r.get('world_size') or 1:>3} "
                          f"{r['batch'] or '-':>5} {r['seq_len'] or '-':>5}  error: {r['error']}")
             continue
-        spread = f"[{_fmt(r['tokens_per_s_p20'], ',.0f')}, {_fmt(r['tokens_per_s_p80'], ',.0f')}]"
+        spread = f"[{fmt_number(r['tokens_per_s_p20'], ',.0f')}, {fmt_number(r['tokens_per_s_p80'], ',.0f')}]"
         lines.append(
             f"{r['preset']:<13} {r['provider']:<19} {r['world_size']:>3} {r['batch']:>5} "
-            f"{r['seq_len']:>5} {_fmt(r['tokens_per_s'], ',.0f'):>11} {spread:>21} "
-            f"{_fmt(r['step_ms'], '.2f'):>9} {_fmt(r['tflops'], '.4g'):>9} "
-            f"{_fmt(r['mfu'], '.1%'):>8} {_fmt(r['mfu_kaplan_6N_context'], '.1%'):>8} "
-            f"{_fmt(r['hfu'], '.1%'):>6} {_fmt(r['mfu_vs_measured_roof'], '.1%'):>7} "
-            f"{_fmt(r['peak_mem_gb'], '.2f'):>7}")
+            f"{r['seq_len']:>5} {fmt_number(r['tokens_per_s'], ',.0f'):>11} {spread:>21} "
+            f"{fmt_number(r['step_ms'], '.2f'):>9} {fmt_number(r['tflops'], '.4g'):>9} "
+            f"{fmt_number(r['mfu'], '.1%'):>8} {fmt_number(r['mfu_kaplan_6N_context'], '.1%'):>8} "
+            f"{fmt_number(r['hfu'], '.1%'):>6} {fmt_number(r['mfu_vs_measured_roof'], '.1%'):>7} "
+            f"{fmt_number(r['peak_mem_gb'], '.2f'):>7}")
     lines.append("(tokens/s: median over the timed steps, with the 20th and 80th percentiles; "
                  "TFLOP/s: palm model FLOPs; vs roof: palm FLOP/s over the measured GEMM roof; "
                  "dev: devices, DDP totals over all of them)")
@@ -252,7 +246,7 @@ def _plots(rows: list[dict], roofs, out_dir: Path, dev: torch.device) -> None:
     kcsv = results_root() / "kernels" / "kernels.csv"
     if kcsv.exists():
         name = device_name(dev)
-        kernel_rows = [r for r in plots.read_rows(kcsv) if r.get("device") == name]
+        kernel_rows = [r for r in read_rows(kcsv) if r.get("device") == name]
     made.append(plots.plot_roofline(rows + kernel_rows, out_dir / "roofline.png",
                                     roofs.gemm_flops_per_s / 1e12, roofs.bandwidth_bytes_per_s / 1e9))
     _say("plots: " + ", ".join(str(p) for p in made))

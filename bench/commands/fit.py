@@ -20,20 +20,22 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
+from functools import partial
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from sixn.bench import argtypes
 from sixn.bench.errors import CLIError
+from sixn.bench.results import fmt_number, read_table
 from sixn.model.flops import PF_DAY, run_compute, tokens_from_compute
 from sixn.scaling.chinchilla import fit_chinchilla
 from sixn.scaling.fitting import DEFAULT_BOOTSTRAP
 from sixn.scaling.kaplan import fit_L_N, fit_N_opt
-from sixn.scaling.laws import Fit, fmt_value
+from sixn.scaling.laws import Fit
 
 ALIASES = {
     "N": ("n", "params", "n_params", "parameters"),
@@ -45,6 +47,7 @@ MIN_N_POINTS = 3          # distinct N for L(N)
 MIN_CHINCHILLA_ROWS = 6   # five constants and at least one residual
 MIN_NOPT_POINTS = 3
 ISOFLOP_TOL = 0.02        # compute budgets within 2 % are one isoFLOP group
+fmt = partial(fmt_number, spec=".4g", missing="nan")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -73,22 +76,16 @@ def _match_columns(fields: list[str]) -> dict[str, str]:
     return out
 
 
-def _column(rows: list[dict], name: str, what: str) -> np.ndarray:
-    vals, bad = [], []
-    for i, r in enumerate(rows, start=1):
-        cell = (r.get(name) or "").strip()
-        try:
-            v = float(cell)
-        except ValueError:
-            v = math.nan
-        if not (math.isfinite(v) and v > 0):
-            bad.append(f"{i} ({cell!r})" if cell else f"{i} (empty)")
-        vals.append(v)
+def _column(table: pd.DataFrame, name: str, what: str) -> np.ndarray:
+    cells = table[name].fillna("").str.strip()
+    vals = pd.to_numeric(cells, errors="coerce").to_numpy(dtype=float)
+    bad = [f"{i} ({c!r})" if c else f"{i} (empty)"
+           for i, (c, v) in enumerate(zip(cells, vals), start=1) if not (math.isfinite(v) and v > 0)]
     if bad:
         more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
         raise CLIError(f"column {name!r} ({what}) must hold positive numbers; non-positive, NaN or "
                        f"unreadable values at data rows {', '.join(bad[:10])}{more}")
-    return np.array(vals, dtype=float)
+    return vals
 
 
 def load_table(path: str | Path, c_units: str = "flops") -> dict:
@@ -97,28 +94,26 @@ def load_table(path: str | Path, c_units: str = "flops") -> dict:
     if not path.is_file():
         raise CLIError(f"{path}: no such file")
     try:
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            fields = list(reader.fieldnames or [])
-            rows = list(reader)
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        table = read_table(path, text=True)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError) as e:
         raise CLIError(f"{path}: cannot read as CSV: {e}") from None
+    fields = [str(c) for c in table.columns]
     cols = _match_columns(fields)
     missing = [k for k in ("N", "loss") if k not in cols]
     if missing:
         need = "; ".join(f"{k} (named {' / '.join(ALIASES[k])})" for k in missing)
         raise CLIError(f"{path}: missing column(s) {need}. A table needs N and loss, plus D or C "
                        f"for the Chinchilla form; found columns: {', '.join(fields) or 'none'}")
-    if not rows:
+    if table.empty:
         raise CLIError(f"{path}: the table has no rows")
-    out = {"path": str(path), "columns": dict(cols), "n_rows": len(rows),
-           "N": _column(rows, cols["N"], "parameters"),
-           "loss": _column(rows, cols["loss"], "loss")}
+    out = {"path": str(path), "columns": dict(cols), "n_rows": len(table),
+           "N": _column(table, cols["N"], "parameters"),
+           "loss": _column(table, cols["loss"], "loss")}
     if "C" in cols:
-        out["C"] = _column(rows, cols["C"], f"compute, {c_units}") * (PF_DAY if c_units == "pf-days"
-                                                                      else 1.0)
+        out["C"] = _column(table, cols["C"], f"compute, {c_units}") * (PF_DAY if c_units == "pf-days"
+                                                                    else 1.0)
     if "D" in cols:
-        out["D"] = _column(rows, cols["D"], "tokens")
+        out["D"] = _column(table, cols["D"], "tokens")
     elif "C" in cols:
         out["D"] = tokens_from_compute(out["C"], out["N"])
     if "D" in out and "C" not in out:
@@ -223,7 +218,7 @@ def _text(res: dict) -> str:
             lines.append(f"{name} ({f.n} points, R^2 log {fmt(f.r2_log)}): {f.form}")
             for k, v in f.params.items():
                 lo, hi = f.intervals[k]
-                lines.append(f"  {k:<10} {fmt_value(v):>12}   [{fmt_value(lo)}, {fmt_value(hi)}]")
+                lines.append(f"  {k:<10} {fmt(v):>12}   [{fmt(lo)}, {fmt(hi)}]")
             if f.notes:
                 lines.append(f"  ({f.notes})")
         else:
@@ -231,15 +226,11 @@ def _text(res: dict) -> str:
     if res.get("a") is not None:
         lo, hi = res["intervals"]["a"]
         lines.append("")
-        lines.append(f"N_opt ~ C^a with a = beta/(alpha+beta) = {fmt_value(res['a'])} "
-                     f"[{fmt_value(lo)}, {fmt_value(hi)}]"
-                     + (f"; empirical a = {fmt_value(res['a_empirical'])}"
+        lines.append(f"N_opt ~ C^a with a = beta/(alpha+beta) = {fmt(res['a'])} "
+                     f"[{fmt(lo)}, {fmt(hi)}]"
+                     + (f"; empirical a = {fmt(res['a_empirical'])}"
                         if res.get("a_empirical") is not None else ""))
     return "\n".join(lines)
-
-
-def fmt(x) -> str:
-    return fmt_value(x)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from sixn.bench import argtypes
 from sixn.bench.errors import CLIError
 from sixn.bench.timing import bench
+from sixn.kernels.runtime import DTYPES, dtype_name
 from sixn.model.flops import ATTENTION_MODES, EXACT_GEMM, attention_model_flops
 
 ATTN_PROVIDERS = ("triton", "sdpa-flash", "sdpa-cudnn", "sdpa-efficient", "sdpa-math")
@@ -61,15 +62,10 @@ MLP_D_MODELS = (768, 1024, 1536, 2048)
 QUICK_MLP_D_MODELS = (768, 1536)
 # max |tri - ref| / max |ref| allowed by the correctness check, by dtype
 TOLERANCE = {torch.bfloat16: 5e-2, torch.float16: 1e-2, torch.float32: 1e-3}
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def _progress(msg: str) -> None:
     print(f"[sixn kernels] {msg}", file=sys.stderr, flush=True)
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).replace("torch.", "")
 
 
 def rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
@@ -144,7 +140,7 @@ def _attention_min_bytes(case: AttnCase, mode: str, element_size: int) -> int:
 
 def _base_row(family, provider, mode, shape, device_name, dtype) -> dict:
     return {"family": family, "provider": provider, "mode": mode, "shape": shape,
-            "device": device_name, "dtype": _dtype_name(dtype), "B": None, "H": None, "T": None,
+            "device": device_name, "dtype": dtype_name(dtype), "B": None, "H": None, "T": None,
             "D": None, "causal": None, "M": None, "N": None, "K": None, "ms": None, "ms_p20": None,
             "ms_p80": None, "model_flops": None, "tflops": None, "executed_flops": None,
             "tflops_executed": None, "intensity": None, "max_rel_err": None, "error": None}
@@ -452,14 +448,14 @@ def run(args: argparse.Namespace) -> int:
     roofs = measure_roofs(dev)
     ratio_rows = ratios(rows)
     append_csv(out_dir / "kernels.csv", rows, prov)
-    write_json(out_dir / "kernels.json", {"device": name, "dtype": _dtype_name(dtype), "rows": rows,
+    write_json(out_dir / "kernels.json", {"device": name, "dtype": dtype_name(dtype), "rows": rows,
                                           "ratios": ratio_rows, "roofs": roofs.to_dict()}, prov)
     if not args.no_plots:
         _plots(rows, roofs, out_dir)
     if args.json:
         print(json.dumps([{**r, **prov, "device": r["device"]} for r in rows], indent=1))
     else:
-        print(f"sixn kernels on {name}, {_dtype_name(dtype)}; roofs: GEMM "
+        print(f"sixn kernels on {name}, {dtype_name(dtype)}; roofs: GEMM "
               f"{roofs.gemm_flops_per_s / 1e12:.4g} TFLOP/s, copy {roofs.bandwidth_bytes_per_s / 1e9:.4g} GB/s\n")
         print(format_table(rows, ratio_rows))
         print(f"\nrows appended to {out_dir / 'kernels.csv'}; summary {out_dir / 'kernels.json'}")

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import datetime as _dt
 import io
 import json
@@ -36,7 +35,8 @@ import torch
 
 from sixn.bench import argtypes, cli
 from sixn.bench.cli import CLIError
-from sixn.bench.results import (atomic_write_text, device_slug, provenance, results_root, write_json)
+from sixn.bench.results import (atomic_write_text, device_slug, provenance, read_rows, results_root,
+                              write_json)
 
 STAGES = ("flops", "bench", "validate", "scaling")
 FLOPS_PRESETS = ("gpt2-small", "gpt2-medium", "tiny")
@@ -166,10 +166,9 @@ def lookup(folder: Path, source: dict) -> Any:
     {"file", "where": {column: value}, "column"} (a CSV row)."""
     path = folder / source["file"]
     if path.suffix == ".csv":
-        with open(path, newline="") as f:
-            for row in csv.DictReader(f):
-                if all(row.get(k) == str(v) for k, v in source["where"].items()):
-                    return row[source["column"]]
+        for row in read_rows(path, text=True):
+            if all(row.get(k) == str(v) for k, v in source["where"].items()):
+                return row[source["column"]]
         raise KeyError(f"{source['file']}: no row where {source['where']}")
     value: Any = json.loads(path.read_text())
     for key in source["path"]:
@@ -360,8 +359,7 @@ def _section_scaling(folder: Path, fig: Figures) -> list[str]:
         return []
     lines = ["## 4. Scaling laws on measured compute", ""]
     if summary_path.exists():
-        with open(summary_path, newline="") as f:
-            runs = list(csv.DictReader(f))
+        runs = read_rows(summary_path, text=True)
         S = "scaling/summary.csv"
         rows = [[fig(S, where={"run": r["run"]}, column="run", fmt="str"),
                  fig(S, where={"run": r["run"]}, column="kind", fmt="str"),

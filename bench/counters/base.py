@@ -36,12 +36,11 @@ import torch
 
 from sixn.model.config import GPTConfig
 from sixn.kernels.backends import exec_spec
+from sixn.kernels.runtime import DTYPES, dtype_name, to_dtype  # noqa: F401  (DTYPES re-exported)
 from sixn.model.flops import GROUPS, ExecSpec, executed, model_flops_per_step
 
 COUNTERS = ("dispatch", "interpreter", "ncu")
 COUNTER_BACKENDS = ("torch", "triton")
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
 
 
 class CounterError(RuntimeError):
@@ -75,20 +74,10 @@ class StepCount:
 # ------------------------------------------------------------------------------------------------
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        if dtype not in DTYPES.values():
-            raise ValueError(f"dtype {dtype} not supported; supported: float32, bfloat16, float16")
-        return dtype
+    """The dtype to count in: `dtype` (a torch dtype or its name), else bf16 on CUDA, fp32 on the CPU."""
     if dtype is None:
         return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
-    try:
-        return DTYPES[str(dtype).lower()]
-    except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r}; supported: float32, bfloat16, float16") from None
-
-
-def dtype_name(dt: torch.dtype) -> str:
-    return str(dt).replace("torch.", "")
+    return to_dtype(dtype)
 
 
 def _check_args(cfg: GPTConfig, batch: int, seq_len: int, counter: str, backend: str) -> None:

@@ -35,6 +35,7 @@ from sixn.bench.timing import bench, synchronize
 from sixn.kernels.backends import known_exec_spec
 from sixn.model.config import GPTConfig
 from sixn.model.flops import accounting, executed
+from sixn.model.memory import InsufficientMemory, bytes_per_activation, check_training_memory
 from sixn.model.presets import get_preset
 
 # provider -> (model backend, torch.compile)
@@ -309,7 +310,19 @@ def _free(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+def check_step_memory(cfg: GPTConfig, provider: str, device: torch.device, batch: int,
+                      seq_len: int) -> None:
+    """InsufficientMemory (a ValueError) when a training step of `provider` at this shape would not
+    fit the device's free memory (model.memory's estimate), before anything is allocated."""
+    backend = PROVIDERS[provider][0]
+    check_training_memory(cfg.replace(backend=backend), batch, seq_len, device,
+                          activation_bytes=bytes_per_activation("bfloat16" if device.type == "cuda"
+                                                                else "float32"),
+                          what=f"preset {cfg.name} with provider {provider}")
+
+
 def _measure_one(cfg, provider, device, B, T, steps, warmup, profile):
+    check_step_memory(cfg, provider, device, B, T)
     step, model = build_step(cfg, provider, device, B, T)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -358,6 +371,14 @@ def run_bench(presets: Iterable[str], providers: Iterable[str], device: str | to
                 result, failure = None, None
                 try:
                     result = _measure_one(cfg, provider, dev, b, T, steps, warmup, profile)
+                except InsufficientMemory as e:  # the estimate, before allocating anything
+                    failure = str(e)
+                    if 1 <= e.largest_batch < b:
+                        _free(dev)
+                        say(f"{k}/{total} {cfg.name} {provider}: batch {b} would not fit the free "
+                            f"memory, trying {e.largest_batch}")
+                        b = e.largest_batch
+                        continue
                 except torch.OutOfMemoryError:
                     failure = "oom"
                 except Exception as e:  # a provider that fails (e.g. compile) must not end the run

@@ -47,6 +47,7 @@ from sixn.kernels.runtime import DTYPES, SUPPORTED_DTYPES, dtype_name
 from sixn.model.config import GPTConfig, dataclass_from_dict
 from sixn.model.flops import param_counts, flops_per_token, pf_days
 from sixn.model.gpt import GPT
+from sixn.model.memory import bytes_per_activation, check_training_memory
 
 from .data import Corpus
 from .noise import NoiseScale, flat_grad, set_flat_grad
@@ -468,6 +469,8 @@ class _Run:
         """Model (seeded), AdamW, the batch sampler's generator and the noise-scale EMA; with
         more than one process the model is wrapped in DistributedDataParallel (after resume)."""
         tcfg = self.tcfg
+        check_training_memory(self.cfg, tcfg.batch_size // self.world.size, tcfg.seq_len, self.device,
+                              activation_bytes=bytes_per_activation(tcfg.dtype), what=f"run {self.name}")
         torch.manual_seed(tcfg.seed)
         self.model = GPT(self.cfg).to(self.device)
         self.opt = torch.optim.AdamW(_opt_groups(self.model, tcfg.weight_decay), lr=tcfg.lr,

@@ -20,6 +20,11 @@ Rows are appended to <out>/bench.csv (and --csv PATH) with provenance, the run's
 roofs, peak, targets, profiles, notes) is written to <out>/bench.json, and the plots (throughput.png,
 mfu.png, roofline.png) to <out>/. Default <out>: results/bench/<device-slug>/.
 
+Memory: before a step is built its memory (model.memory: parameters, gradients, AdamW state,
+activations at the batch) is checked against the device's free memory. An explicit --batch that
+does not fit is an error (exit 2) naming the largest batch that does; a default batch is lowered
+to it. Exit status 1 when every training-step row failed (or --ddp failed), else 0.
+
 Examples:
   sixn bench --device cpu --preset tiny --json
   sixn bench                                   # on a GPU: ladder presets + gpt2-small, 3 providers
@@ -44,8 +49,9 @@ from sixn.bench.results import (PROVENANCE_FIELDS, append_csv, device_name, devi
                               provenance, read_rows, results_root, write_json)
 from sixn.bench.roofs import measure_roofs, roof_rows
 from sixn.bench.step import (NOTE_CPU, NOTE_SDPA_HFU, NOTE_TRITON_CPU, PROVIDERS, TARGET_PRESET,
-                              check_providers, check_targets, compute_dtype, default_presets,
-                              default_providers, fmt_profile, resolve_device, run_bench, step_shape)
+                              check_providers, check_step_memory, check_targets, compute_dtype,
+                              default_presets, default_providers, fmt_profile, resolve_device,
+                              run_bench, step_shape)
 from sixn.model.presets import PRESETS, get_preset
 
 
@@ -60,7 +66,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"repeatable: {', '.join(PROVIDERS)}; default "
                         f"{', '.join(default_providers(torch.device('cuda')))} on a GPU, "
                         f"{', '.join(default_providers(torch.device('cpu')))} on the CPU")
-    p.add_argument("--steps", type=argtypes.positive_int, default=None, help="timed steps (default 20 GPU, 5 CPU)")
+    p.add_argument("--steps", type=argtypes.positive_int, default=None,
+                   help="timed steps (default 20 GPU, 5 CPU)")
     p.add_argument("--warmup", type=argtypes.nonneg_int, default=None,
                    help="untimed warm-up steps (default 5 GPU, 2 CPU)")
     p.add_argument("--batch", type=argtypes.positive_int, default=None,
@@ -85,7 +92,10 @@ def _check_args(args, dev: torch.device) -> tuple[list[str], list[str]]:
         cfgs = [get_preset(p) for p in presets]
         providers = check_providers(args.provider or default_providers(dev), dev)
         for cfg in cfgs:
-            step_shape(cfg, dev, args.batch, args.seq_len)
+            B, T = step_shape(cfg, dev, args.batch, args.seq_len)
+            if args.batch is not None:  # a batch asked for must fit; a default one is lowered
+                for provider in providers:
+                    check_step_memory(cfg, provider, dev, B, T)
     except ValueError as e:
         raise CLIError(str(e)) from None
     if args.ddp and dev.type == "cuda" and args.ddp > torch.cuda.device_count():
@@ -223,6 +233,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_table(summary))
         print(f"\nrows appended to {out_dir / 'bench.csv'}; summary {out_dir / 'bench.json'}")
+    failed = [r for r in step_rows if r.get("error")]
+    if step_rows and len(failed) == len(step_rows):
+        print(f"sixn bench: error: every training-step row failed ({len(failed)} of {len(step_rows)}); "
+              f"first: {failed[0]['preset']} {failed[0]['provider']}: {failed[0]['error']}",
+              file=sys.stderr)
+        return 1
     if ddp_error:
         print(f"sixn bench: error: {ddp_error}", file=sys.stderr)
         return 1

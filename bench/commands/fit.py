@@ -51,7 +51,8 @@ fmt = partial(fmt_number, spec=".4g", missing="nan")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("table", type=argtypes.readable_file, help="CSV with columns N and loss (or L / val_loss), plus D or C")
+    p.add_argument("table", type=argtypes.readable_file,
+                   help="CSV with columns N and loss (or L / val_loss), plus D or C")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument("--bootstrap", type=argtypes.nonneg_int, default=DEFAULT_BOOTSTRAP, metavar="B",
                    help="bootstrap resamples for the intervals (default %(default)s; 0: none)")

@@ -47,11 +47,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seq-len", type=argtypes.positive_int, default=None,
                    help="sequence length T for the context terms and --measure (default n_ctx)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    p.add_argument("--csv", metavar="PATH", type=argtypes.output_file, help="also write the rows (or the measured rows) as CSV")
+    p.add_argument("--csv", metavar="PATH", type=argtypes.output_file,
+                   help="also write the rows (or the measured rows) as CSV")
     m = p.add_argument_group("measured FLOPs")
     m.add_argument("--measure", choices=MEASURE_COUNTERS, default=None,
                    help="count the executed FLOPs of one training step with this counter")
-    m.add_argument("--batch", type=argtypes.positive_int, default=1, help="sequences in the measured step (default 1)")
+    m.add_argument("--batch", type=argtypes.positive_int, default=1,
+                   help="sequences in the measured step (default 1)")
     m.add_argument("--backend", choices=("torch", "triton"), default="torch",
                    help="model backend for --measure (default torch)")
     m.add_argument("--device", default=None, type=argtypes.device("meta", "cpu", "cuda"),

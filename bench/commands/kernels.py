@@ -372,7 +372,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"fewer cases: T {', '.join(map(str, QUICK_SEQ_LENS))}, MLP d_model "
                         f"{', '.join(map(str, QUICK_MLP_D_MODELS))}")
     p.add_argument("--json", action="store_true", help="print the rows as a JSON list")
-    p.add_argument("--out", metavar="DIR", default=None, type=argtypes.output_dir, help="output folder (default results/kernels/)")
+    p.add_argument("--out", metavar="DIR", default=None, type=argtypes.output_dir,
+                   help="output folder (default results/kernels/)")
     p.add_argument("--no-plots", action="store_true")
 
 

@@ -38,7 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--transfer-corpus", nargs="+", metavar="PATH", type=argtypes.readable_source,
                    help="the transfer corpus (default: the Python reference manual's prose)")
     p.add_argument("--quick", action="store_true", help="a short ladder (about a minute on a CPU)")
-    p.add_argument("--steps", type=argtypes.positive_int, help="optimizer steps per run instead of the preset's")
+    p.add_argument("--steps", type=argtypes.positive_int,
+                   help="optimizer steps per run instead of the preset's")
     p.add_argument("--out", type=argtypes.output_dir, help="sweep folder (default results/scaling/<device>/)")
     p.add_argument("--corpus", nargs="+", metavar="PATH", type=argtypes.readable_source,
                    help="text files, folders or globs, or a nanoGPT .bin (default: the Python "
@@ -46,7 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-bytes", type=argtypes.positive_int, help="read at most this many bytes of text")
     p.add_argument("--bpe", type=argtypes.positive_int, metavar="VOCAB",
                    help="train a byte-level BPE of this vocabulary (needs `tokenizers`)")
-    p.add_argument("--device", type=argtypes.device("cpu", "cuda"), help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--device", type=argtypes.device("cpu", "cuda"),
+                   help="cpu or cuda (default: cuda when available)")
     p.add_argument("--threads", type=argtypes.positive_int,
                    help="CPU threads for torch (default: 1 for the small CPU models, where one "
                         "thread is as fast and is not slowed down by other processes)")
@@ -85,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
                              transfer_corpus=args.transfer_corpus, steps=args.steps,
                              include_ladder=not args.no_ladder)
         plan.max_bytes = args.max_bytes
+        check_plan_memory(plan, device)
     except ValueError as e:
         raise CLIError(str(e)) from None
     try:
@@ -102,6 +105,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"sweep: {sweep_dir}")
         print(_table(rows))
     return 0
+
+
+def check_plan_memory(plan, device: str) -> None:
+    """Every run of the plan must fit the device's memory (model.memory's estimate) before the
+    first one starts: InsufficientMemory (a ValueError) names the first that does not."""
+    from sixn.model.memory import bytes_per_activation, check_training_memory
+    cuda = device.startswith("cuda")
+    for r in plan.runs:
+        model = r.model.replace(n_vocab=plan.bpe_vocab or r.model.n_vocab)
+        if not cuda and model.backend == "triton":
+            model = model.replace(backend="torch")
+        check_training_memory(model, r.train.batch_size, r.train.seq_len, device,
+                              activation_bytes=bytes_per_activation(r.train.dtype if cuda else None),
+                              what=f"{r.kind} run n_layer {model.n_layer} x d_model {model.d_model} "
+                                   f"at batch {r.train.batch_size}")
 
 
 def _brief(exp: dict) -> dict:

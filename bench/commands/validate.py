@@ -268,7 +268,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "'default')")
     p.add_argument("--quick", action="store_true", help="the 3-shape quick grid")
     p.add_argument("--batch", type=argtypes.positive_int, default=1, help="sequences per step (default 1)")
-    p.add_argument("--device", default=None, type=argtypes.device("meta", "cpu", "cuda"), help="device (default: the counter's)")
+    p.add_argument("--device", default=None, type=argtypes.device("meta", "cpu", "cuda"),
+                   help="device (default: the counter's)")
     p.add_argument("--dtype", default=None, help="float32, bfloat16 or float16")
     p.add_argument("--out", metavar="DIR", default=None, type=argtypes.output_dir,
                    help="output folder (default results/validate/<device>)")

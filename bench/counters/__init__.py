@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from sixn.model.config import GPTConfig
+from sixn.model.memory import check_training_memory
 
 from . import ncu
 from .base import (COUNTER_BACKENDS, COUNTERS, CounterError, StepCount, _check_args, analytic_executed,
@@ -59,6 +60,9 @@ def count_step(cfg: GPTConfig, batch: int, seq_len: int | None = None, counter: 
         raise CounterError(f"device {device!r} asked for but no CUDA GPU is visible "
                            f"(torch.cuda.is_available() is False)")
     dt = resolve_dtype(dtype, device)
+    if device != "meta":  # a real step: its memory is checked before anything is allocated
+        check_training_memory(cfg, batch, seq_len, device, activation_bytes=dt.itemsize,
+                              optimizer=False, what=f"model {cfg.name} at batch {batch}")
     if counter == "dispatch":
         return count_dispatch(cfg, batch, seq_len, device, dt)
     if counter == "interpreter":

@@ -431,7 +431,7 @@ def _find(rows, preset, provider):
 
 
 def check_targets(rows: list[dict], gemm_roof_tflops: float | None) -> list[dict]:
-    """The H100 targets of the issue, each with its measured value and met (None: not measured)."""
+    """sixn's H100 targets, each with its measured value and met (None: not measured)."""
     def target(name, value, goal, detail):
         return {"target": name, "value": value, "goal": goal,
                 "met": None if value is None else bool(value >= goal), "detail": detail}

@@ -137,7 +137,7 @@ def gpu_lr(N: int) -> float:
     return round(max(3e-4, 0.003239 - 0.0001395 * math.log(N)), 6)
 
 
-def parse_size(s: str, preset_set: str) -> tuple[int, int, int | None]:
+def parse_size(s: str) -> tuple[int, int, int | None]:
     """'ladder-98k' (a model.presets name) or 'LxD' / 'LxDxH' (n_layer x d_model [x n_head])."""
     if s in PRESETS:
         c = PRESETS[s]
@@ -191,9 +191,9 @@ def build_plan(preset_set: str = "cpu", *, quick: bool = False, sizes: list[str]
     backend = "triton" if gpu else "torch"
     n_ctx = 256 if gpu else 64
     if sizes:
-        shapes = [parse_size(s, preset_set) for s in sizes]
+        shapes = [parse_size(s) for s in sizes]
     elif gpu:
-        shapes = [parse_size(s, preset_set) for s in (GPU_LADDER[:4] if quick else GPU_LADDER)]
+        shapes = [parse_size(s) for s in (GPU_LADDER[:4] if quick else GPU_LADDER)]
     else:
         shapes = [(L, d, None) for L, d in (QUICK_LADDER if quick else CPU_LADDER)]
 

@@ -41,6 +41,7 @@ from typing import Callable
 
 import torch
 
+from sixn.bench.counters import CounterError, count_step
 from sixn.bench.results import (append_csv, atomic_path, provenance, read_csv_rows, write_csv_rows,
                               write_json)
 from sixn.kernels.runtime import DTYPES, SUPPORTED_DTYPES, dtype_name
@@ -175,28 +176,10 @@ def measure_step_flops(cfg: GPTConfig, batch: int, seq_len: int) -> tuple[int | 
         return None, ("not measured: the dispatch counter does not count sdpa's fused attention "
                       "(run the torch or triton backend to get C_measured)")
     try:
-        from sixn.bench.counters import CounterError, count_step
-    except ImportError:
-        return _flop_counter_step(cfg, batch, seq_len)
-    try:
         sc = count_step(cfg, batch, seq_len, counter="dispatch", backend=backend)
     except (CounterError, ValueError) as e:
         return None, f"not measured: {e}"
     return int(sc.total), f"bench.counters.count_step dispatch ({backend}, {sc.device}, {sc.dtype})"
-
-
-def _flop_counter_step(cfg: GPTConfig, batch: int, seq_len: int) -> tuple[int | None, str]:
-    """Fallback when bench.counters is unavailable: FlopCounterMode over one real step on the CPU."""
-    from torch.utils.flop_counter import FlopCounterMode
-    if cfg.backend != "torch":
-        return None, "not measured: bench.counters is unavailable and only the torch backend " \
-                     "can be counted without it"
-    model = GPT(cfg)
-    idx = torch.randint(0, cfg.n_vocab, (batch, seq_len))
-    with FlopCounterMode(display=False) as fc:
-        _, loss = model(idx, idx)
-        loss.backward()
-    return int(fc.get_total_flops()), "FlopCounterMode over one CPU training step (torch backend)"
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,10 +1,7 @@
 import pytest
 import torch
 
-import sixn  # noqa: F401  (without a GPU, chooses the Triton interpreter before triton is imported)
-
-HAS_CUDA = torch.cuda.is_available()
-DEVICE = "cuda" if HAS_CUDA else "cpu"
+from devices import DEVICE, HAS_CUDA
 
 
 @pytest.fixture

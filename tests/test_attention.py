@@ -15,8 +15,8 @@ import sixn.kernels  # noqa: F401  (sets TRITON_INTERPRET without CUDA, register
 from sixn.kernels.attention import attention, attention_exec, attention_reference, kernel_config
 from sixn.model.flops import AttentionExec, visited_block_pairs
 
-HAS_CUDA = torch.cuda.is_available()
-DEVICE = "cuda" if HAS_CUDA else "cpu"
+from devices import DEVICE, HAS_CUDA
+
 
 attn_mod = sys.modules["sixn.kernels.attention"]  # `kernels.attention` the attribute is the function
 

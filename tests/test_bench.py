@@ -17,7 +17,8 @@ from sixn.bench.step import (PROVIDERS, ROW_KEYS, build_step, check_targets, ker
 from sixn.model.flops import EXACT_GEMM, ExecSpec, accounting, attention_model_flops, executed
 from sixn.model.presets import get_preset
 
-HAS_CUDA = torch.cuda.is_available()
+from devices import HAS_CUDA
+
 JSON_KEYS = {"preset", "provider", "device", "batch", "seq_len", "tokens_per_s", "tokens_per_s_p20",
              "tokens_per_s_p80", "step_ms", "flops_per_token", "flops_per_token_kaplan_6N_context",
              "flops_per_token_executed", "tflops", "mfu", "mfu_kaplan_6N_context", "hfu",

@@ -13,6 +13,9 @@ from sixn.bench.counters.base import exclusive_counts, group_of_module
 from sixn.model import GPTConfig, executed, get_preset
 from sixn.model.flops import GROUPS
 
+from devices import HAS_CUDA
+
+
 def _random_config(rng: random.Random) -> GPTConfig:
     n_head = rng.choice([1, 2, 3, 4])
     return GPTConfig(n_layer=rng.randint(1, 3), d_model=rng.choice([16, 24, 40, 64]),
@@ -111,7 +114,7 @@ def _skip_mm(a_ptr, b_ptr, c_ptr, M, N, K, BM: tl.constexpr, BN: tl.constexpr, B
     tl.store(c_ptr + rm[:, None] * N + rn[None, :], acc, mask=(rm[:, None] < M) & (rn[None, :] < N))
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="runs the Triton interpreter on CPU tensors")
+@pytest.mark.skipif(HAS_CUDA, reason="runs the Triton interpreter on CPU tensors")
 @pytest.mark.parametrize("M, N, K", [(40, 24, 56), (16, 16, 16), (1, 33, 70)])
 def test_interpreter_hook_counts_executed_block_products(M, N, K):
     """The tl.dot hook counts what the kernel runs: skipped blocks not, ragged blocks padded."""
@@ -145,20 +148,7 @@ def test_interpreter_torch_backend_equals_dispatch():
     assert a.extra["kernel_dot_flops"] == 0
 
 
-def _kernels_ready() -> bool:
-    try:
-        import sixn.kernels  # noqa: F401
-        from sixn.kernels.backends import exec_spec  # noqa: F401
-    except Exception:
-        return False
-    return True
-
-
-needs_kernels = pytest.mark.skipif(not _kernels_ready(), reason="sixn's triton kernels not present")
-
-
-@needs_kernels
-@pytest.mark.skipif(torch.cuda.is_available(), reason="interpreter counter test runs on the CPU")
+@pytest.mark.skipif(HAS_CUDA, reason="interpreter counter test runs on the CPU")
 def test_interpreter_and_dispatch_equal_executed_triton_backend():
     """The key test: the Triton interpreter counts the block products the kernels really execute in
     one training step (ragged T = 40: causal block skipping, padded tiles and the backward
@@ -198,7 +188,6 @@ def test_interpreter_hook_point_missing(monkeypatch):
 
 
 @pytest.mark.gpu
-@needs_kernels
 def test_dispatch_triton_on_cuda_equals_executed():
     cfg = get_preset("tiny").replace(backend="triton")
     sc = count_step(cfg, 2, 64, counter="dispatch", device="cuda", dtype="bfloat16")

@@ -13,7 +13,8 @@ from sixn.model.flops import ExecSpec, GemmExec
 from sixn.kernels import mlp
 from sixn.kernels.mlp import linear_gelu, linear_gelu_config, linear_gelu_exec
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+from devices import DEVICE
+
 
 
 def _inputs(x_shape, N, dtype, bias, seed=0, device=DEVICE):

@@ -76,8 +76,8 @@ def test_default_plans():
     assert max(shapes) / min(shapes) < 1.25  # the shape experiment holds N nearly fixed
     with pytest.raises(ValueError, match="unknown size"):
         sw.build_plan("cpu", sizes=["big"])
-    assert sw.parse_size("2x64x4", "cpu") == (2, 64, 4)
-    assert sw.parse_size("ladder-98k", "gpu") == (2, 64, 1)
+    assert sw.parse_size("2x64x4") == (2, 64, 4)
+    assert sw.parse_size("ladder-98k") == (2, 64, 1)
 
 
 def test_sweep_tables_skip_and_resume(texts, tmp_path, monkeypatch):

@@ -9,7 +9,8 @@ from sixn.model import GPT, executed, get_preset
 
 from sixn.kernels.backends import exec_spec
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+from devices import DEVICE
+
 
 
 def _pair(T: int, bias: bool = True, seed: int = 0):

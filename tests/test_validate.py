@@ -9,6 +9,8 @@ from sixn.bench.results import PROVENANCE_FIELDS, read_rows
 from sixn.bench.commands.validate import DEFAULT_GRID, INTERPRETER_GRID, QUICK_GRID, run_validate, shape_config
 from sixn.model import accounting, executed
 
+from devices import HAS_CUDA
+
 GRID = ((1, 32, 128, 64), (2, 64, 32, 512), (1, 16, 256, 300))
 
 
@@ -85,16 +87,7 @@ def test_validate_bad_input(capsys):
     assert main(["validate", "--batch", "0"]) == 2
 
 
-def _kernels_ready() -> bool:
-    try:
-        from sixn.kernels.backends import exec_spec  # noqa: F401
-    except Exception:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _kernels_ready(), reason="sixn's triton kernels not present")
-@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="interpreter runs on the CPU")
+@pytest.mark.skipif(HAS_CUDA, reason="interpreter runs on the CPU")
 def test_validate_interpreter_triton(tmp_path):
     """The interpreter counter over a one-shape grid: the triton kernels' executed count is exact
     and their attention overheads (block granularity, recompute) are reported apart."""

@@ -3,10 +3,10 @@
 1. Roofs (bench.roofs), measured: the best dense GEMM (bf16 cuBLAS on a GPU, fp32 on the CPU) and a
    device-to-device copy. The datasheet peak (bench.peaks) is looked up by device name; an unknown
    device (and the CPU) has none: MFU/HFU are null and only the measured roofs are shown.
-2. Training steps (bench.train_step) of every --preset x --provider, in one run: median tokens/s with
+2. Training steps (bench.step) of every --preset x --provider, in one run: median tokens/s with
    the 20/80 quantiles, model TFLOP/s and MFU in the palm and kaplan_6N_context conventions, HFU from
    the executed FLOPs (null for the sdpa providers), peak memory. On a GPU the kernel families that
-   take the step's time are profiled, and shown for any of the issue's H100 targets that is missed.
+   take the step's time are profiled, and shown when one of sixn's H100 step targets is missed.
 3. --ddp N also runs the steps under torchrun with N processes (DDP; NCCL on GPUs, gloo on the CPU):
    total and per-device tokens/s.
 
@@ -36,8 +36,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -139,7 +139,7 @@ def format_table(summary: dict) -> str:
                  "TFLOP/s: palm model FLOPs; vs roof: palm FLOP/s over the measured GEMM roof; "
                  "dev: devices, DDP totals over all of them)")
     if summary.get("targets"):
-        lines += ["", "H100 targets of the issue (measured in this run):"]
+        lines += ["", "sixn's H100 targets (measured in this run):"]
         for t in summary["targets"]:
             state = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
             val = "-" if t["value"] is None else f"{t['value']:.4g}"
@@ -156,21 +156,25 @@ def _say(msg: str) -> None:
     print(f"[sixn bench] {msg}", file=sys.stderr, flush=True)
 
 
-def run(args: argparse.Namespace) -> int:
-    try:
-        dev = resolve_device(args.device)
-    except ValueError as e:
-        raise CLIError(str(e)) from None
-    presets, providers = _check_args(args, dev)
-    prov = provenance(dev)
-    name = device_name(dev)
-    out_dir = Path(args.out) if args.out else results_root() / "bench" / device_slug(dev)
-    gpu = dev.type == "cuda"
+@dataclass
+class _Device:
+    """The device of a run and what sixn knows of it before measuring."""
+    dev: torch.device
+    name: str
+    gpu: bool
+    peak: peaks_mod.Peak | None
+    peak_dtype: str
+    peak_flops: float | None
+    peak_message: str | None
+    notes: list[str]
 
-    notes: list[str] = []
+
+def _device(dev: torch.device, providers: list[str]) -> _Device:
+    """Step 1: the datasheet peak of the device (none for the CPU or an unknown GPU) and the notes
+    that qualify every figure of the run."""
+    name, gpu = device_name(dev), dev.type == "cuda"
     peak = peaks_mod.lookup(name) if gpu else None
-    peak_dtype = "bf16" if gpu else "fp32"
-    peak_flops = peak.for_dtype(compute_dtype(dev)) if peak else None
+    notes: list[str] = []
     peak_message = None
     if not gpu:
         notes += [NOTE_CPU, NOTE_TRITON_CPU]
@@ -180,53 +184,97 @@ def run(args: argparse.Namespace) -> int:
         notes.append(peak_message)
     if any(PROVIDERS[p][0] == "sdpa" for p in providers):
         notes.append(NOTE_SDPA_HFU)
+    return _Device(dev, name, gpu, peak, "bf16" if gpu else "fp32",
+                   peak.for_dtype(compute_dtype(dev)) if peak else None, peak_message, notes)
 
-    _say(f"device {name}; measuring roofs (GEMM {'bf16' if gpu else 'fp32'}, copy) ...")
-    roofs = measure_roofs(dev)
-    notes += roofs.notes
-    roof_flops = roofs.gemm_flops_per_s
-    _say(f"roofs: GEMM {roof_flops / 1e12:.4g} TFLOP/s, copy {roofs.bandwidth_bytes_per_s / 1e9:.4g} GB/s")
 
-    rows = roof_rows(roofs, name, peak_flops)
-    step_rows = run_bench(presets, providers, dev, steps=args.steps, batch=args.batch,
-                          seq_len=args.seq_len, warmup=args.warmup, peak_flops=peak_flops,
-                          peak_source=peak.source if peak else None, measured_roof=roof_flops,
-                          device_name=name, profile=gpu or args.profile, progress=_say)
+def _roofs(d: _Device):
+    """Step 2: the measured GEMM and copy roofs."""
+    _say(f"device {d.name}; measuring roofs (GEMM {d.peak_dtype}, copy) ...")
+    roofs = measure_roofs(d.dev)
+    d.notes += roofs.notes
+    _say(f"roofs: GEMM {roofs.gemm_flops_per_s / 1e12:.4g} TFLOP/s, copy "
+         f"{roofs.bandwidth_bytes_per_s / 1e9:.4g} GB/s")
+    return roofs
+
+
+def _steps(args, d: _Device, presets: list[str], providers: list[str],
+           roof_flops: float) -> tuple[list[dict], dict]:
+    """Step 3: the training step of every preset x provider; its rows and their kernel-family
+    profiles ({"<preset> <provider>": {"ms", "step_ms"}}), taken out of the rows."""
+    rows = run_bench(presets, providers, d.dev, steps=args.steps, batch=args.batch,
+                     seq_len=args.seq_len, warmup=args.warmup, peak_flops=d.peak_flops,
+                     peak_source=d.peak.source if d.peak else None, measured_roof=roof_flops,
+                     device_name=d.name, profile=d.gpu or args.profile, progress=_say)
     profiles = {}
-    for r in step_rows:
+    for r in rows:
         prof = r.pop("profile", None)
         if prof is not None:
             profiles[f"{r['preset']} {r['provider']}"] = {"ms": prof, "step_ms": r["step_ms"]}
-    rows += step_rows
-    ddp_error = None
-    if args.ddp:
-        _say(f"DDP: launching {args.ddp} processes with torchrun ...")
-        try:
-            rows += _run_ddp(args, dev, presets, providers, peak, peak_flops, roof_flops)
-        except (RuntimeError, ValueError) as e:  # keep the single-device results
-            ddp_error = f"--ddp {args.ddp} failed: {e}"
-            notes.append(ddp_error.splitlines()[0])
+    return rows, profiles
 
-    targets = check_targets(step_rows, roof_flops / 1e12) if gpu else []
-    # profiles in the table: all with --profile; else those of the target preset when a step
-    # target is missed (what limits the step); the summary JSON keeps every profile
+
+def _ddp_rows(args, d: _Device, presets, providers, roof_flops: float) -> tuple[list[dict], str | None]:
+    """Step 4 (--ddp N): the same steps under torchrun; (rows, error). A failure keeps the
+    single-device results and is reported, not raised."""
+    if not args.ddp:
+        return [], None
+    _say(f"DDP: launching {args.ddp} processes with torchrun ...")
+    try:
+        return _run_ddp(args, d.dev, presets, providers, d.peak, d.peak_flops, roof_flops), None
+    except (RuntimeError, ValueError) as e:
+        error = f"--ddp {args.ddp} failed: {e}"
+        d.notes.append(error.splitlines()[0])
+        return [], error
+
+
+def _summary(args, d: _Device, rows: list[dict], step_rows: list[dict], profiles: dict, roofs,
+             prov: dict) -> dict:
+    """Step 5: the targets (on a GPU), provenance on every row, and the run's summary dict.
+
+    Profiles shown in the table: all with --profile; else those of the target preset when a step
+    target is missed (what limits the step); the summary keeps every profile."""
+    targets = check_targets(step_rows, roofs.gemm_flops_per_s / 1e12) if d.gpu else []
     missed = any(t["met"] is False for t in targets[1:])
     shown = [k for k in profiles if args.profile or (missed and k.split()[0] == TARGET_PRESET)]
     for r in rows:
         r.update({k: prov[k] for k in PROVENANCE_FIELDS if k != "device"})
         r.setdefault("device", prov["device"])
+    return {"device": d.name, "figures": "GPU, bf16 autocast" if d.gpu else "CPU figures, fp32",
+            "peak": None if d.peak is None else {**d.peak.to_dict(), "tflops": d.peak_flops / 1e12},
+            "peak_dtype": d.peak_dtype, "peak_message": d.peak_message, "roofs": roofs.to_dict(),
+            "rows": rows, "targets": targets, "profiles": profiles, "profiles_shown": shown,
+            "notes": d.notes}
 
-    summary = {"device": name, "figures": "GPU, bf16 autocast" if gpu else "CPU figures, fp32",
-               "peak": None if peak is None else {**peak.to_dict(), "tflops": peak_flops / 1e12},
-               "peak_dtype": peak_dtype, "peak_message": peak_message, "roofs": roofs.to_dict(),
-               "rows": rows, "targets": targets, "profiles": profiles, "profiles_shown": shown,
-               "notes": notes}
+
+def _write(args, summary: dict, roofs, out_dir: Path, dev: torch.device, prov: dict) -> None:
+    """Step 6: rows appended to <out>/bench.csv (and --csv), the summary JSON, the plots."""
+    rows = summary["rows"]
     append_csv(out_dir / "bench.csv", rows, prov)
     if args.csv:
         append_csv(args.csv, rows, prov)
     write_json(out_dir / "bench.json", summary, prov)
     if not args.no_plots:
         _plots(rows, roofs, out_dir, dev)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        dev = resolve_device(args.device)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    presets, providers = _check_args(args, dev)
+    prov = provenance(dev)
+    out_dir = Path(args.out) if args.out else results_root() / "bench" / device_slug(dev)
+
+    d = _device(dev, providers)
+    roofs = _roofs(d)
+    rows = roof_rows(roofs, d.name, d.peak_flops)
+    step_rows, profiles = _steps(args, d, presets, providers, roofs.gemm_flops_per_s)
+    ddp_rows, ddp_error = _ddp_rows(args, d, presets, providers, roofs.gemm_flops_per_s)
+    rows += step_rows + ddp_rows
+    summary = _summary(args, d, rows, step_rows, profiles, roofs, prov)
+    _write(args, summary, roofs, out_dir, dev, prov)
 
     if args.json:
         print(json.dumps(rows, indent=1, default=str))

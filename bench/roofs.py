@@ -136,7 +136,7 @@ def measure_roofs(device: str | torch.device, dtype: torch.dtype | None = None,
 def roof_rows(roofs: Roofs, device_name: str, peak_flops: float | None) -> list[dict]:
     """The roofs as output rows: provider "roof:gemm" (one per shape) and "roof:copy".
 
-    They carry the keys of the training-step rows (bench.train_step.ROW_KEYS) with the step-only
+    They carry the keys of the training-step rows (bench.step.ROW_KEYS) with the step-only
     ones set to None; "mfu" of a GEMM row is its fraction of the datasheet peak (None without one)."""
     from sixn.bench.step import empty_row
     rows = []

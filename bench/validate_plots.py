@@ -1,4 +1,4 @@
-"""Plots of the 6N study (bench.validate), drawn from its rows; one function per figure."""
+"""Plots of the 6N study (bench.commands.validate), drawn from its rows; one function per figure."""
 
 from __future__ import annotations
 

@@ -111,7 +111,8 @@ def layer(module: str) -> int:
     """The layers of sixn, bottom first; a file imports only from its own layer or those below.
 
     0 the interpreter switch (kernels.runtime) and the root package that calls it
-    1 model.config / model.flops / model.presets: shapes and the one FLOP accounting
+    1 model.config / model.flops / model.presets / model.memory: shapes, the one FLOP accounting
+      and the memory estimate
     2 kernels: the Triton ops and the backend map, whose FLOP formulas come from model.flops
     3 model.gpt and the model package (which re-exports the GPT)
     4 bench core: results I/O, timing, peaks, roofs, the step builder, counters, ddp, plots
@@ -121,7 +122,7 @@ def layer(module: str) -> int:
     p = module.split(".")
     if module in ("sixn", "sixn.kernels.runtime"):
         return 0
-    if p[1] == "model" and len(p) > 2 and p[2] in ("config", "flops", "presets"):
+    if p[1] == "model" and len(p) > 2 and p[2] in ("config", "flops", "presets", "memory"):
         return 1
     if p[1] == "kernels":
         return 2

@@ -19,7 +19,7 @@ seq_len, spec) with the spec of the backend's kernels (sixn.kernels.backends.exe
   tiles and the backward recompute are counted as they run; what runs on the PyTorch side (cuBLAS
   on a GPU) is counted by FlopCounterMode with sixn's own ops taken out (their real work is the
   dots). For the torch backend there are no kernels and it equals dispatch (on real CPU tensors).
-- ncu: Nsight Compute hardware counters on an NVIDIA GPU (bench.ncu): tensor-core FLOPs per kernel
+- ncu: Nsight Compute hardware counters on an NVIDIA GPU (bench.counters.ncu): tensor-core FLOPs per kernel
   of one warmed-up, NVTX-marked step, attributed to groups by NVTX module ranges.
 
 A counter that cannot count raises CounterError saying why and what to do; none of them ever falls

@@ -25,7 +25,6 @@ import contextlib
 import datetime as _dt
 import io
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -35,8 +34,8 @@ import torch
 
 from sixn.bench import argtypes, cli
 from sixn.bench.cli import CLIError
-from sixn.bench.results import (atomic_write_text, device_slug, provenance, read_rows, results_root,
-                              write_json)
+from sixn.bench.results import (atomic_write_text, device_slug, fmt_number, provenance, read_rows,
+                              results_root, write_json)
 
 STAGES = ("flops", "bench", "validate", "scaling")
 FLOPS_PRESETS = ("gpt2-small", "gpt2-medium", "tiny")
@@ -176,21 +175,16 @@ def lookup(folder: Path, source: dict) -> Any:
     return value
 
 
+_SPECS = {"int": ",.0f", "pct": ".1%", "sci": ".3g"}  # report formats -> format() specs
+
+
 def format_value(value: Any, fmt: str) -> str:
-    if value is None or value == "":
-        return "n/a"
+    """A figure as the report prints it: fmt "str", "int", "pct", "sci" or a format() spec; n/a
+    when missing or not finite. Values read from CSVs arrive as text."""
     if fmt == "str":
-        return str(value)
-    v = float(value)
-    if not math.isfinite(v):
-        return "n/a"
-    if fmt == "int":
-        return f"{int(round(v)):,}"
-    if fmt == "pct":
-        return f"{100 * v:.1f}%"
-    if fmt == "sci":
-        return f"{v:.3g}"
-    return format(v, fmt)
+        return "n/a" if value is None or value == "" else str(value)
+    v = float(value) if isinstance(value, str) and value != "" else value
+    return fmt_number(v, _SPECS.get(fmt, fmt), missing="n/a")
 
 
 class Figures:

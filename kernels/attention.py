@@ -28,7 +28,15 @@ custom ops "sixn::attention_fwd" -> (out, lse) and "sixn::attention_bwd" -> (dq,
 fake (meta) implementations, autograd and FLOP formulas registered, so it works under
 torch.compile and FlopCounterMode counts what the kernels execute.
 
-Supported: q, k, v of one shape (B, H, T, D) (no cross-attention or grouped heads), any T >= 1
+Grouped-query attention: k and v may have H_kv heads, H_kv dividing H; query head h reads key/value
+head h // (H / H_kv) in place (no repeated K/V in memory). The dK/dV pass runs one program per
+(key block, key/value head) and sums over the query heads of its group in a loop (still no
+atomics). Sliding window (causal only): query i sees keys i - window + 1 .. i; key tiles wholly
+before the window are skipped (forward and dQ start at the tile of the block's first row's first
+key, the dK/dV pass stops at the last query tile within reach), and all visited tiles are masked;
+model.flops.visited_block_pairs(..., window) counts exactly these tiles.
+
+Supported: q (B, H, T, D) and k, v (B, H_kv, T, D) (no cross-attention), any T >= 1
 (ragged ends masked), head dims D from 1 to 256 (D is padded with masks to BLOCK_D = the next
 power of two >= 16; 16, 32, 64 and 128 are tested, as are padded ones such as 40), dtypes
 float16, bfloat16 and float32 (fp32 accumulators and softmax always; fp32 inputs use IEEE fp32
@@ -167,7 +175,8 @@ def _attn_fwd_inner(acc, l_i, m_i, q, offs_m, offs_n, offs_d, d_ok,
                     K_bh, V_bh, stride_kt, stride_kd, stride_vt, stride_vd,
                     lo, hi, T, qk_scale,
                     MASK: tl.constexpr, CAUSAL: tl.constexpr, PAD_D: tl.constexpr,
-                    BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr):
+                    BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr,
+                    WINDOW: tl.constexpr):
     """Online softmax over the key blocks starting at key rows lo, lo + BLOCK_N, ... < hi."""
     for start_n in range(lo, hi, BLOCK_N):
         offs_k = start_n + offs_n                                          # key rows of the tile
@@ -189,10 +198,15 @@ def _attn_fwd_inner(acc, l_i, m_i, q, offs_m, offs_n, offs_d, d_ok,
             keep = k_ok[None, :]
             if CAUSAL:
                 keep = keep & (offs_k[None, :] <= offs_m[:, None])
+            if WINDOW > 0:
+                keep = keep & (offs_m[:, None] - offs_k[None, :] < WINDOW)
             s = tl.where(keep, s, float("-inf"))
-        # The first tile of every row holds an unmasked key (key 0 or the tile at the row's
-        # block start), so m_new is finite from then on and no exp2(-inf + inf) arises.
+        # Without a window the first tile of every row holds an unmasked key (key 0 or the tile
+        # at the row's block start), so m_new is finite from then on. With a window a row may
+        # see no key of its first tiles: a stand-in max of 0 there keeps exp2(-inf - m) = 0.
         m_new = tl.maximum(m_i, tl.max(s, 1))
+        if WINDOW > 0:
+            m_new = tl.where(m_new == float("-inf"), 0.0, m_new)
         p = tl.math.exp2(s - m_new[:, None])
         alpha = tl.math.exp2(m_i - m_new)                                  # rescale old terms
         l_i = l_i * alpha + tl.sum(p, 1)
@@ -219,14 +233,16 @@ def _attn_fwd(
     # meta-parameters
     CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     DOT_PREC: tl.constexpr, UPCAST: tl.constexpr, EVEN_M: tl.constexpr, PAD_D: tl.constexpr,
+    GROUP: tl.constexpr, WINDOW: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     off_b = (pid_bh // H).to(tl.int64)
     off_h = (pid_bh % H).to(tl.int64)
+    off_hk = off_h // GROUP                                   # key/value head of this query head
     Q_bh = Q + off_b * stride_qb + off_h * stride_qh
-    K_bh = K + off_b * stride_kb + off_h * stride_kh
-    V_bh = V + off_b * stride_vb + off_h * stride_vh
+    K_bh = K + off_b * stride_kb + off_hk * stride_kh
+    V_bh = V + off_b * stride_vb + off_hk * stride_vh
     O_bh = O + off_b * stride_ob + off_h * stride_oh
     LSE_bh = LSE + pid_bh.to(tl.int64) * T
 
@@ -247,21 +263,26 @@ def _attn_fwd(
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
 
-    # Key tiles [0, lo) need no mask; [lo, hi) hold the diagonal (causal) or the ragged end.
+    # Key tiles [first, lo) need no mask; [lo, hi) hold the diagonal (causal) or the ragged end.
+    # A window starts at the tile of the block's first row's first key and masks every tile.
+    first = 0
     if CAUSAL:
         lo = (start_m // BLOCK_N) * BLOCK_N                   # tiles wholly below the diagonal
         hi = tl.minimum(start_m + BLOCK_M, T)                 # last key any row of the block sees
+        if WINDOW > 0:
+            first = (tl.maximum(start_m - WINDOW + 1, 0) // BLOCK_N) * BLOCK_N
+            lo = first
     else:
         lo = (T // BLOCK_N) * BLOCK_N
         hi = T
     acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, offs_m, offs_n, offs_d, d_ok,
                                     K_bh, V_bh, stride_kt, stride_kd, stride_vt, stride_vd,
-                                    0, lo, T, qk_scale, False, CAUSAL, PAD_D,
-                                    BLOCK_N, DOT_PREC, UPCAST)
+                                    first, lo, T, qk_scale, False, CAUSAL, PAD_D,
+                                    BLOCK_N, DOT_PREC, UPCAST, WINDOW)
     acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, offs_m, offs_n, offs_d, d_ok,
                                     K_bh, V_bh, stride_kt, stride_kd, stride_vt, stride_vd,
                                     lo, hi, T, qk_scale, True, CAUSAL, PAD_D,
-                                    BLOCK_N, DOT_PREC, UPCAST)
+                                    BLOCK_N, DOT_PREC, UPCAST, WINDOW)
 
     out = acc / l_i[:, None]
     lse = (m_i + tl.math.log2(l_i)) * 0.6931471805599453     # ln(2): back to natural log
@@ -326,7 +347,8 @@ def _attn_bwd_dkdv_inner(dk, dv, k, v, offs_n, offs_mb, offs_d, d_ok,
                          stride_qt, stride_qd, stride_dot, stride_dod,
                          lo, hi, T, qk_scale,
                          MASK: tl.constexpr, CAUSAL: tl.constexpr, PAD_D: tl.constexpr,
-                         BLOCK_M: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr):
+                         BLOCK_M: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr,
+                         WINDOW: tl.constexpr):
     """Accumulate dK, dV of one key block over the query blocks at rows lo, lo + BLOCK_M, ... < hi."""
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + offs_mb                                         # query rows of the tile
@@ -354,6 +376,8 @@ def _attn_bwd_dkdv_inner(dk, dv, k, v, offs_n, offs_mb, offs_d, d_ok,
             keep = m_ok[None, :]
             if CAUSAL:
                 keep = keep & (offs_m[None, :] >= offs_n[:, None])
+            if WINDOW > 0:
+                keep = keep & (offs_m[None, :] - offs_n[:, None] < WINDOW)
             pT = tl.where(keep, pT, 0.0)
         dv += _dot(pT.to(do.dtype), do, DOT_PREC, UPCAST)                  # P^T dO
         dpT = _dot(v, tl.trans(do), DOT_PREC, UPCAST)                      # (dO V^T)^T
@@ -381,18 +405,17 @@ def _attn_bwd_dkdv(
     # meta-parameters
     CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     DOT_PREC: tl.constexpr, UPCAST: tl.constexpr, EVEN_N: tl.constexpr, PAD_D: tl.constexpr,
+    GROUP: tl.constexpr, WINDOW: tl.constexpr,
 ):
+    """One key block of one key/value head: dK, dV summed over the GROUP query heads it serves."""
     pid_n = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    off_b = (pid_bh // H).to(tl.int64)
-    off_h = (pid_bh % H).to(tl.int64)
-    Q_bh = Q + off_b * stride_qb + off_h * stride_qh
-    K_bh = K + off_b * stride_kb + off_h * stride_kh
-    V_bh = V + off_b * stride_vb + off_h * stride_vh
-    DO_bh = DO + off_b * stride_dob + off_h * stride_doh
-    G_off = off_b * stride_gb + off_h * stride_gh
-    LSE_bh = LSE + pid_bh.to(tl.int64) * T
-    DELTA_bh = DELTA + pid_bh.to(tl.int64) * T
+    pid_bh = tl.program_id(1)                                 # batch x key/value head
+    H_kv = H // GROUP
+    off_b = (pid_bh // H_kv).to(tl.int64)
+    off_hk = (pid_bh % H_kv).to(tl.int64)
+    K_bh = K + off_b * stride_kb + off_hk * stride_kh
+    V_bh = V + off_b * stride_vb + off_hk * stride_vh
+    G_off = off_b * stride_gb + off_hk * stride_gh
 
     start_n = pid_n * BLOCK_N
     offs_n = start_n + tl.arange(0, BLOCK_N)
@@ -415,29 +438,42 @@ def _attn_bwd_dkdv(
     # Query tiles [lo, mid) hold the diagonal (masked), [mid, full) lie wholly below it, and
     # [max(mid, full), end) is the ragged last tile (masked). Causal: lo is the first query tile
     # with a row at or after this block's first key, so tiles above the diagonal are skipped.
+    # A window ends at the last query tile holding a row within WINDOW - 1 of one of the block's
+    # keys, and every tile is masked.
     end = ((T + BLOCK_M - 1) // BLOCK_M) * BLOCK_M
     full = (T // BLOCK_M) * BLOCK_M
     if CAUSAL:
         lo = (start_n // BLOCK_M) * BLOCK_M
         mid = tl.minimum(((start_n + BLOCK_N + BLOCK_M - 1) // BLOCK_M) * BLOCK_M, end)
+        if WINDOW > 0:
+            end = tl.minimum(((start_n + BLOCK_N - 1 + WINDOW + BLOCK_M - 1) // BLOCK_M) * BLOCK_M,
+                             end)
+            mid = end
+            full = end
     else:
         lo = 0
         mid = 0
-    dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, offs_n, offs_mb, offs_d, d_ok,
-                                  Q_bh, DO_bh, LSE_bh, DELTA_bh,
-                                  stride_qt, stride_qd, stride_dot, stride_dod,
-                                  lo, mid, T, qk_scale, True, CAUSAL, PAD_D,
-                                  BLOCK_M, DOT_PREC, UPCAST)
-    dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, offs_n, offs_mb, offs_d, d_ok,
-                                  Q_bh, DO_bh, LSE_bh, DELTA_bh,
-                                  stride_qt, stride_qd, stride_dot, stride_dod,
-                                  mid, full, T, qk_scale, False, CAUSAL, PAD_D,
-                                  BLOCK_M, DOT_PREC, UPCAST)
-    dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, offs_n, offs_mb, offs_d, d_ok,
-                                  Q_bh, DO_bh, LSE_bh, DELTA_bh,
-                                  stride_qt, stride_qd, stride_dot, stride_dod,
-                                  tl.maximum(mid, full), end, T, qk_scale, True, CAUSAL, PAD_D,
-                                  BLOCK_M, DOT_PREC, UPCAST)
+    for g in range(GROUP):
+        off_h = off_hk * GROUP + g
+        Q_bh = Q + off_b * stride_qb + off_h * stride_qh
+        DO_bh = DO + off_b * stride_dob + off_h * stride_doh
+        LSE_bh = LSE + (off_b * H + off_h) * T
+        DELTA_bh = DELTA + (off_b * H + off_h) * T
+        dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, offs_n, offs_mb, offs_d, d_ok,
+                                      Q_bh, DO_bh, LSE_bh, DELTA_bh,
+                                      stride_qt, stride_qd, stride_dot, stride_dod,
+                                      lo, mid, T, qk_scale, True, CAUSAL, PAD_D,
+                                      BLOCK_M, DOT_PREC, UPCAST, WINDOW)
+        dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, offs_n, offs_mb, offs_d, d_ok,
+                                      Q_bh, DO_bh, LSE_bh, DELTA_bh,
+                                      stride_qt, stride_qd, stride_dot, stride_dod,
+                                      mid, full, T, qk_scale, False, CAUSAL, PAD_D,
+                                      BLOCK_M, DOT_PREC, UPCAST, WINDOW)
+        dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, offs_n, offs_mb, offs_d, d_ok,
+                                      Q_bh, DO_bh, LSE_bh, DELTA_bh,
+                                      stride_qt, stride_qd, stride_dot, stride_dod,
+                                      tl.maximum(mid, full), end, T, qk_scale, True, CAUSAL, PAD_D,
+                                      BLOCK_M, DOT_PREC, UPCAST, WINDOW)
     dk *= sm_scale
     g_ptrs = rows * stride_gt + offs_d[None, :] * stride_gd + G_off
     if EVEN_N and not PAD_D:
@@ -454,7 +490,8 @@ def _attn_bwd_dq_inner(dq, q, do, lse, delta, offs_m, offs_nb, offs_d, d_ok,
                        K_bh, V_bh, stride_kt, stride_kd, stride_vt, stride_vd,
                        lo, hi, T, qk_scale,
                        MASK: tl.constexpr, CAUSAL: tl.constexpr, PAD_D: tl.constexpr,
-                       BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr):
+                       BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr,
+                       WINDOW: tl.constexpr):
     """Accumulate dQ of one query block over the key blocks at rows lo, lo + BLOCK_N, ... < hi."""
     for start_n in range(lo, hi, BLOCK_N):
         offs_k = start_n + offs_nb
@@ -477,6 +514,8 @@ def _attn_bwd_dq_inner(dq, q, do, lse, delta, offs_m, offs_nb, offs_d, d_ok,
             keep = k_ok[None, :]
             if CAUSAL:
                 keep = keep & (offs_k[None, :] <= offs_m[:, None])
+            if WINDOW > 0:
+                keep = keep & (offs_m[:, None] - offs_k[None, :] < WINDOW)
             p = tl.where(keep, p, 0.0)
         dp = _dot(do, vT, DOT_PREC, UPCAST)                                # dO V^T
         ds = p * (dp - delta[:, None])
@@ -503,14 +542,16 @@ def _attn_bwd_dq(
     # meta-parameters
     CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     DOT_PREC: tl.constexpr, UPCAST: tl.constexpr, EVEN_M: tl.constexpr, PAD_D: tl.constexpr,
+    GROUP: tl.constexpr, WINDOW: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     off_b = (pid_bh // H).to(tl.int64)
     off_h = (pid_bh % H).to(tl.int64)
+    off_hk = off_h // GROUP
     Q_bh = Q + off_b * stride_qb + off_h * stride_qh
-    K_bh = K + off_b * stride_kb + off_h * stride_kh
-    V_bh = V + off_b * stride_vb + off_h * stride_vh
+    K_bh = K + off_b * stride_kb + off_hk * stride_kh
+    V_bh = V + off_b * stride_vb + off_hk * stride_vh
     DO_bh = DO + off_b * stride_dob + off_h * stride_doh
     LSE_bh = LSE + pid_bh.to(tl.int64) * T
     DELTA_bh = DELTA + pid_bh.to(tl.int64) * T
@@ -538,19 +579,25 @@ def _attn_bwd_dq(
         delta = tl.load(DELTA_bh + offs_m, mask=m_ok, other=0.0)
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
 
-    # Same key tiles as the forward: [0, lo) unmasked, [lo, hi) diagonal or ragged end.
+    # Same key tiles as the forward: [first, lo) unmasked, [lo, hi) diagonal or ragged end.
+    first = 0
     if CAUSAL:
         lo = (start_m // BLOCK_N) * BLOCK_N
         hi = tl.minimum(start_m + BLOCK_M, T)
+        if WINDOW > 0:
+            first = (tl.maximum(start_m - WINDOW + 1, 0) // BLOCK_N) * BLOCK_N
+            lo = first
     else:
         lo = (T // BLOCK_N) * BLOCK_N
         hi = T
     dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, offs_m, offs_nb, offs_d, d_ok,
                             K_bh, V_bh, stride_kt, stride_kd, stride_vt, stride_vd,
-                            0, lo, T, qk_scale, False, CAUSAL, PAD_D, BLOCK_N, DOT_PREC, UPCAST)
+                            first, lo, T, qk_scale, False, CAUSAL, PAD_D, BLOCK_N, DOT_PREC, UPCAST,
+                            WINDOW)
     dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, offs_m, offs_nb, offs_d, d_ok,
                             K_bh, V_bh, stride_kt, stride_kd, stride_vt, stride_vd,
-                            lo, hi, T, qk_scale, True, CAUSAL, PAD_D, BLOCK_N, DOT_PREC, UPCAST)
+                            lo, hi, T, qk_scale, True, CAUSAL, PAD_D, BLOCK_N, DOT_PREC, UPCAST,
+                            WINDOW)
     dq *= sm_scale
     g_ptrs = DQ + off_b * stride_gb + off_h * stride_gh + rows * stride_gt + offs_d[None, :] * stride_gd
     if EVEN_M and not PAD_D:
@@ -580,11 +627,20 @@ def _check_layout(q, k, v) -> None:
         if t.dim() != 4:
             raise ValueError(f"attention: {name} must be 4-D (B, H, T, D), got {t.dim()}-D shape "
                              f"{tuple(t.shape)}")
-    if not (q.shape == k.shape == v.shape):
-        raise ValueError(f"attention: q, k and v must have the same shape (B, H, T, D), got "
-                         f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}; "
-                         f"cross-attention and grouped heads are not supported")
+    B, H, T, D = q.shape
+    Hk = k.shape[1]
+    if k.shape != v.shape or (k.shape[0], k.shape[2], k.shape[3]) != (B, T, D) or Hk < 1 or H % Hk:
+        raise ValueError(f"attention: q must be (B, H, T, D) and k, v one shape (B, H_kv, T, D) with "
+                         f"H_kv dividing H (grouped-query attention), got q {tuple(q.shape)}, "
+                         f"k {tuple(k.shape)}, v {tuple(v.shape)}; cross-attention is not supported")
     check_dtype("attention", q, k, v)
+
+
+def _check_window(window: int, causal: bool) -> None:
+    if isinstance(window, bool) or not isinstance(window, int) or window < 0:
+        raise ValueError(f"attention: window must be an int >= 1, or 0 / None for none, got {window!r}")
+    if window and not causal:
+        raise ValueError("attention: a sliding window needs causal=True")
 
 
 def check_inputs(q, k, v, causal=True, sm_scale=None) -> None:
@@ -613,8 +669,9 @@ def _dot_prec(dtype: torch.dtype) -> str:
 
 
 def _fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
-         sm_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+         sm_scale: float, window: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     check_inputs(q, k, v, causal, sm_scale)
+    _check_window(window, causal)
     B, H, T, D = q.shape
     cfg = kernel_config(T, D, q.dtype, q.device)
     out = torch.empty((B, H, T, D), dtype=q.dtype, device=q.device)
@@ -627,6 +684,7 @@ def _fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
         H, T, D, sm_scale * LOG2E,
         CAUSAL=causal, BLOCK_M=p.block_m, BLOCK_N=p.block_n, BLOCK_D=cfg.block_d,
         DOT_PREC=_dot_prec(q.dtype), UPCAST=cfg.upcast_dot,
+        GROUP=H // k.shape[1], WINDOW=window,
         num_warps=p.num_warps, num_stages=p.num_stages,
     )
     return out, lse
@@ -634,9 +692,11 @@ def _fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
 
 def _bwd(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
          lse: torch.Tensor, dlse: torch.Tensor | None, causal: bool,
-         sm_scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+         sm_scale: float, window: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     check_inputs(q, k, v, causal, sm_scale)
+    _check_window(window, causal)
     B, H, T, D = q.shape
+    Hk = k.shape[1]
     for name, t in (("grad_out", do), ("out", out)):
         if t.shape != q.shape or t.dtype != q.dtype or t.device != q.device:
             raise ValueError(f"attention backward: {name} must match q ({tuple(q.shape)}, {q.dtype}, "
@@ -653,12 +713,12 @@ def _bwd(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ou
         HAS_DLSE=dlse is not None, BLOCK_M=pre_m, BLOCK_D=cfg.block_d,
     )
     dq = torch.empty((B, H, T, D), dtype=q.dtype, device=q.device)
-    dk = torch.empty_like(dq)
-    dv = torch.empty_like(dq)
+    dk = torch.empty((B, Hk, T, D), dtype=q.dtype, device=q.device)
+    dv = torch.empty_like(dk)
     common = dict(DOT_PREC=_dot_prec(q.dtype), UPCAST=cfg.upcast_dot, BLOCK_D=cfg.block_d,
-                  CAUSAL=causal)
+                  CAUSAL=causal, GROUP=H // Hk, WINDOW=window)
     p = cfg.dkdv
-    _attn_bwd_dkdv[(triton.cdiv(T, p.block_n), B * H)](
+    _attn_bwd_dkdv[(triton.cdiv(T, p.block_n), B * Hk)](
         q, k, v, do, lse, delta, dk, dv,
         *_strides(q), *_strides(k), *_strides(v), *_strides(do), *_strides(dk),
         H, T, D, sm_scale, sm_scale * LOG2E,
@@ -682,13 +742,14 @@ def _bwd(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ou
 
 @torch.library.custom_op("sixn::attention_fwd", mutates_args=())
 def attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
-                  sm_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(out, lse): out (B, H, T, D) in q's dtype, lse (B, H, T) fp32 natural-log logsumexp."""
-    return _fwd(q, k, v, causal, sm_scale)
+                  sm_scale: float, window: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out, lse): out (B, H, T, D) in q's dtype, lse (B, H, T) fp32 natural-log logsumexp.
+    k, v (B, H_kv, T, D); window 0 = full causal (or no mask)."""
+    return _fwd(q, k, v, causal, sm_scale, window)
 
 
 @attention_fwd.register_fake
-def _attention_fwd_fake(q, k, v, causal, sm_scale):
+def _attention_fwd_fake(q, k, v, causal, sm_scale, window=0):
     _check_layout(q, k, v)  # sizes may be symbolic here; the real launch checks the rest
     B, H, T, D = q.shape
     return q.new_empty((B, H, T, D)), q.new_empty((B, H, T), dtype=torch.float32)
@@ -697,23 +758,24 @@ def _attention_fwd_fake(q, k, v, causal, sm_scale):
 @torch.library.custom_op("sixn::attention_bwd", mutates_args=())
 def attention_bwd(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                   out: torch.Tensor, lse: torch.Tensor, grad_lse: Optional[torch.Tensor],
-                  causal: bool, sm_scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(dq, dk, dv), contiguous, in q's dtype."""
-    return _bwd(grad_out, q, k, v, out, lse, grad_lse, causal, sm_scale)
+                  causal: bool, sm_scale: float,
+                  window: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dq, dk, dv), contiguous, in q's dtype (dk, dv of k's shape)."""
+    return _bwd(grad_out, q, k, v, out, lse, grad_lse, causal, sm_scale, window)
 
 
 @attention_bwd.register_fake
-def _attention_bwd_fake(grad_out, q, k, v, out, lse, grad_lse, causal, sm_scale):
-    shape = tuple(q.shape)
-    return q.new_empty(shape), q.new_empty(shape), q.new_empty(shape)
+def _attention_bwd_fake(grad_out, q, k, v, out, lse, grad_lse, causal, sm_scale, window=0):
+    return q.new_empty(tuple(q.shape)), k.new_empty(tuple(k.shape)), k.new_empty(tuple(k.shape))
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, causal, sm_scale = inputs
+    q, k, v, causal, sm_scale, window = inputs
     out, lse = output
     ctx.save_for_backward(q, k, v, out, lse)
     ctx.causal = causal
     ctx.sm_scale = sm_scale
+    ctx.window = window
     ctx.set_materialize_grads(False)  # an unused lse gets grad None, not a tensor of zeros
 
 
@@ -722,8 +784,8 @@ def _backward(ctx, grad_out, grad_lse):
     if grad_out is None:
         grad_out = torch.zeros_like(out)
     dq, dk, dv = torch.ops.sixn.attention_bwd(grad_out, q, k, v, out, lse, grad_lse,
-                                              ctx.causal, ctx.sm_scale)
-    return dq, dk, dv, None, None
+                                              ctx.causal, ctx.sm_scale, ctx.window)
+    return dq, dk, dv, None, None, None
 
 
 attention_fwd.register_autograd(_backward, setup_context=_setup_context)
@@ -732,27 +794,32 @@ attention_fwd.register_autograd(_backward, setup_context=_setup_context)
 # FLOP formulas: exactly the block products the kernels run, from model.flops (get_raw=True gives
 # the (fake) tensors themselves, whose dtype and device pick the block sizes).
 @register_flop_formula(torch.ops.sixn.attention_fwd, get_raw=True)
-def _attention_fwd_flop(q, k, v, causal, sm_scale, *args, out_val=None, **kwargs) -> int:
+def _attention_fwd_flop(q, k, v, causal, sm_scale, window=0, *args, out_val=None, **kwargs) -> int:
     B, H, T, D = q.shape
-    return attention_exec(T, D, q.dtype, q.device).forward_flops(B, H, T, D, causal)
+    return attention_exec(T, D, q.dtype, q.device).forward_flops(B, H, T, D, causal, window or None)
 
 
 @register_flop_formula(torch.ops.sixn.attention_bwd, get_raw=True)
-def _attention_bwd_flop(grad_out, q, k, v, out, lse, grad_lse, causal, sm_scale, *args,
+def _attention_bwd_flop(grad_out, q, k, v, out, lse, grad_lse, causal, sm_scale, window=0, *args,
                         out_val=None, **kwargs) -> int:
     B, H, T, D = q.shape
-    return attention_exec(T, D, q.dtype, q.device).backward_flops(B, H, T, D, causal)
+    return attention_exec(T, D, q.dtype, q.device).backward_flops(B, H, T, D, causal, window or None)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True,
-              sm_scale: float | None = None) -> torch.Tensor:
-    """softmax(sm_scale q k^T + causal mask) v for q, k, v of shape (B, H, T, D); differentiable.
+              sm_scale: float | None = None, window: int | None = None) -> torch.Tensor:
+    """softmax(sm_scale q k^T + mask) v for q (B, H, T, D) and k, v (B, H_kv, T, D), H_kv dividing H
+    (grouped-query attention: query head h uses key/value head h // (H / H_kv)); differentiable.
 
-    sm_scale defaults to 1/sqrt(D). Runs the fused Triton kernels through sixn::attention_fwd /
-    sixn::attention_bwd (see the module docstring for supported dtypes, head dims and limits)."""
+    sm_scale defaults to 1/sqrt(D). window: each query sees itself and the window - 1 keys before
+    it (causal only; None = full causal). Runs the fused Triton kernels through
+    sixn::attention_fwd / sixn::attention_bwd (see the module docstring for supported dtypes, head
+    dims and limits)."""
     check_inputs(q, k, v, causal, sm_scale)
+    w = 0 if window is None else window
+    _check_window(w, causal)
     scale = 1.0 / math.sqrt(q.shape[-1]) if sm_scale is None else float(sm_scale)
-    out, _ = torch.ops.sixn.attention_fwd(q, k, v, causal, scale)
+    out, _ = torch.ops.sixn.attention_fwd(q, k, v, causal, scale, w)
     return out
 
 
@@ -761,19 +828,36 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = 
 # --------------------------------------------------------------------------------------------
 
 def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True,
-                        sm_scale: float | None = None, upcast: bool = True) -> torch.Tensor:
-    """The same function as explicit matmuls. upcast=True computes in fp32 (float64 inputs stay
-    float64) and returns q's dtype; upcast=False computes the products in q's dtype with the
-    softmax in fp32, as the model's torch backend and a plain low-precision model do."""
+                        sm_scale: float | None = None, upcast: bool = True,
+                        window: int | None = None) -> torch.Tensor:
+    """The same function as explicit matmuls over the full T x T square, masked. upcast=True
+    computes in fp32 (float64 inputs stay float64) and returns q's dtype; upcast=False computes the
+    products in q's dtype with the softmax in fp32, as the model's torch backend and a plain
+    low-precision model do.
+
+    k and v may have fewer heads than q (grouped-query attention: query head h reads key/value head
+    h // (H / H_kv)): the G query heads of a group are stacked as one (G T, D) batch against their
+    (T, D) keys, so K and V are never repeated and the products are the same 2 B H T^2 D FLOPs.
+    window: each query sees itself and the window - 1 keys before it (causal only)."""
     dtype = q.dtype
-    T, D = q.shape[-2], q.shape[-1]
+    B, H, T, D = q.shape
+    Hk = k.shape[1]
+    if H % Hk:
+        raise ValueError(f"attention: query heads ({H}) must be a multiple of key/value heads ({Hk})")
+    if window is not None and not causal:
+        raise ValueError("attention: a sliding window needs causal=True")
+    G = H // Hk
     scale = 1.0 / math.sqrt(D) if sm_scale is None else sm_scale
     if upcast:
         work = torch.float64 if dtype == torch.float64 else torch.float32
         q, k, v = q.to(work), k.to(work), v.to(work)
-    s = torch.matmul(q, k.transpose(-2, -1)) * scale                # (B, H, T, T)
+    qg = q.reshape(B, Hk, G * T, D)
+    s = torch.matmul(qg, k.transpose(-2, -1)).view(B, Hk, G, T, T) * scale
     if causal:
-        keep = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+        i = torch.arange(T, device=q.device)
+        rel = i[:, None] - i[None, :]                               # query - key
+        keep = rel >= 0 if window is None else (rel >= 0) & (rel < window)
         s = s.masked_fill(~keep, float("-inf"))
     p = torch.softmax(s.to(torch.promote_types(s.dtype, torch.float32)), dim=-1).to(q.dtype)
-    return torch.matmul(p, v).to(dtype)                             # (B, H, T, D)
+    out = torch.matmul(p.view(B, Hk, G * T, T), v)                 # (B, H_kv, G T, D)
+    return out.view(B, H, T, D).to(dtype)

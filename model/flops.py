@@ -37,7 +37,7 @@ a = d_attn, f = d_ff, V = n_vocab, H = n_head, Q = head_dim):
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from .config import GPTConfig
 
@@ -51,9 +51,16 @@ GELU_FLOPS = 8
 RESIDUAL_FLOPS = 1
 EMBED_ADD_FLOPS = 1
 CROSS_ENTROPY_FLOPS = 4
+RMSNORM_FLOPS = 4        # square, sum, normalise (x rsqrt(mean)), scale
+ROPE_FLOPS = 3           # per element of q and k: x cos + rotate_half(x) sin
+SILU_FLOPS = 5           # x sigmoid(x): negate, exp, add 1, divide, multiply
+GATE_MUL_FLOPS = 1       # act(gate) * up
+TOPK_FLOPS = 1           # per router logit and selected expert (a comparison)
 BACKWARD_FACTOR = 2  # backward = 2 x forward
 
 CONVENTIONS = ("kaplan_6N", "kaplan_6N_context", "palm", "full_model")
+# 6 N_active: Kaplan's 6N over the weights a token runs (equal to kaplan_6N without experts)
+MOE_CONVENTIONS = ("kaplan_6N_active",)
 
 # Coarse groups used to attribute executed FLOPs (by counters too): Kaplan's matmul rows, and
 # "other" for everything element-wise.
@@ -81,6 +88,8 @@ class ParamCounts:
     other: int         # biases and LayerNorm weights (excluded by Kaplan from both)
     total: int         # == sum(p.numel() for p in model.parameters())
     by_component: dict[str, int] = field(default_factory=dict)
+    nonembedding_active: int = 0  # N of the weights one token runs (= nonembedding without MoE)
+    active: int = 0               # every parameter one token uses (= total without MoE)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -96,6 +105,8 @@ class Accounting:
     C_forward: int
     forward_per_token: dict[str, int]
     training_per_token: dict[str, int]
+    recompute: str = "none"
+    hardware_per_token: int | float | None = None  # full_model + recomputed forward (HFU)
 
     def row(self, component: str) -> Row:
         for r in self.rows:
@@ -113,7 +124,8 @@ class Accounting:
             "flops_per_token": dict(self.training_per_token),
             "forward_flops_per_token": dict(self.forward_per_token),
             "rows": [r.to_dict() for r in self.rows],
-        }
+        } | ({"recompute": self.recompute, "hardware_flops_per_token": self.hardware_per_token}
+             if self.recompute != "none" else {})
 
 
 def _check_seq_len(cfg: GPTConfig, seq_len: int | None) -> int:
@@ -123,11 +135,41 @@ def _check_seq_len(cfg: GPTConfig, seq_len: int | None) -> int:
     return T
 
 
+def causal_pairs(T: int, window: int | None = None) -> int:
+    """(query, key) pairs a causal mask keeps in a sequence of T tokens: T (T + 1) / 2, or with a
+    sliding window of w tokens (each query sees itself and the w - 1 keys before it)
+    sum_i min(i + 1, w)."""
+    if window is None or window >= T:
+        return T * (T + 1) // 2
+    return window * (window + 1) // 2 + (T - window) * window
+
+
+def context_len(cfg: GPTConfig, T: int) -> int:
+    """The keys a query can reach: T, or the window when it is shorter (Kaplan's n_ctx term)."""
+    return T if cfg.window is None else min(T, cfg.window)
+
+
+def _per_token(total: int, T: int) -> int | float:
+    """A per-sequence count divided by T: an int when exact, else a float."""
+    return total // T if total % T == 0 else total / T
+
+
+def _mlp_shape(cfg: GPTConfig) -> tuple[int, int, int, int, int]:
+    """(matrices per MLP, dense blocks, MoE blocks, routed experts a token runs, shared experts)."""
+    m = 3 if cfg.gated else 2
+    n_dense = cfg.n_dense_layer if cfg.moe else cfg.n_layer
+    return m, n_dense, cfg.n_moe_layer, cfg.top_k, cfg.n_shared_expert
+
+
 def rows(cfg: GPTConfig, seq_len: int | None = None) -> tuple[Row, ...]:
-    """Kaplan's six rows and the rows he leaves out, per token at sequence length seq_len."""
+    """Kaplan's rows generalised to this config, and the rows he leaves out, per token at sequence
+    length seq_len (see the module docstring, points 1 and 2)."""
     T = _check_seq_len(cfg, seq_len)
     L, d, a, f, V, H = cfg.n_layer, cfg.d_model, cfg.d_attn, cfg.d_ff, cfg.n_vocab, cfg.n_head
+    kv = cfg.d_kv
     B = BACKWARD_FACTOR
+    m, n_dense, n_moe, k, S = _mlp_shape(cfg)
+    E, de = cfg.n_expert, cfg.expert_width
 
     def mm(component, params, fwd, kaplan, group):
         return Row(component, params, fwd, B * fwd, kaplan, "matmul", group)
@@ -135,59 +177,139 @@ def rows(cfg: GPTConfig, seq_len: int | None = None) -> tuple[Row, ...]:
     def ew(component, params, fwd, group="other"):
         return Row(component, params, fwd, B * fwd, None, "elementwise", group)
 
-    causal_pairs_x2 = (T + 1)  # 2 x average keys per query, (T + 1) / 2
+    pairs = causal_pairs(T, cfg.window)
+    learned = cfg.pos == "learned"
     n_ln = 2 * L + 1
+    qkv = d * (a + 2 * kv)
     out = [
-        Row("embed", (V + cfg.n_ctx) * d, EMBED_ADD_FLOPS * d, B * EMBED_ADD_FLOPS * d, 4 * d,
-            "elementwise", "other"),
-        mm("attention: QKV", L * d * 3 * a, 2 * L * d * 3 * a, 2 * L * d * 3 * a, "qkv"),
-        # QK^T and PV over the causal triangle: 2 products x 2 FLOPs x a x (T+1)/2 keys per query
-        mm("attention: mask", 0, 2 * L * causal_pairs_x2 * a, 2 * L * T * a, "attention"),
+        Row("embed", (V + (cfg.n_ctx if learned else 0)) * d, EMBED_ADD_FLOPS * d if learned else 0,
+            B * EMBED_ADD_FLOPS * d if learned else 0, 4 * d, "elementwise", "other"),
+        mm("attention: QKV", L * qkv, 2 * L * qkv, 2 * L * qkv, "qkv"),
+        # QK^T and PV over the causal triangle (or window band): 2 products x 2 FLOPs x a per pair
+        mm("attention: mask", 0, _per_token(4 * L * a * pairs, T), 2 * L * context_len(cfg, T) * a,
+           "attention"),
         mm("attention: project", L * a * d, 2 * L * a * d, 2 * L * a * d, "project"),
-        mm("feedforward", L * 2 * d * f, 2 * L * 2 * d * f, 2 * L * 2 * d * f, "feedforward"),
-        mm("de-embed", 0 if cfg.tie_head else V * d, 2 * d * V, 2 * d * V, "de-embed"),
-        ew("biases", L * (3 * a + d + f + d) if cfg.bias else 0,
-           BIAS_FLOPS * L * (3 * a + d + f + d) if cfg.bias else 0),
-        ew("layernorms", n_ln * d * (2 if cfg.bias else 1), LAYERNORM_FLOPS * n_ln * d),
-        # (T + 1) / 2 scores per query and head, SOFTMAX_FLOPS each
-        ew("softmax", 0, SOFTMAX_FLOPS * L * H * causal_pairs_x2 // 2),
-        ew("gelu", 0, GELU_FLOPS * L * f),
+        mm("feedforward", n_dense * m * d * f, 2 * n_dense * m * d * f, 2 * n_dense * m * d * f,
+           "feedforward"),
+    ]
+    if cfg.moe:
+        if n_dense == 0:
+            out.pop()  # no dense feed-forward block
+        out += [
+            # every expert's weights are parameters; a token runs top_k of them (active FLOPs)
+            mm("feedforward: experts", n_moe * E * m * d * de, 2 * n_moe * k * m * d * de,
+               2 * n_moe * k * m * d * de, "feedforward"),
+        ] + ([mm("feedforward: shared experts", n_moe * S * m * d * de, 2 * n_moe * S * m * d * de,
+                 2 * n_moe * S * m * d * de, "feedforward")] if S else []) + [
+            mm("router", n_moe * d * E, 2 * n_moe * d * E, 2 * n_moe * d * E, "feedforward"),
+        ]
+    out.append(mm("de-embed", 0 if cfg.tie_head else V * d, 2 * d * V, 2 * d * V, "de-embed"))
+    mlp_b = (m - 1) * f + d                  # up (and gate) + down biases of one dense MLP
+    exp_b = (m - 1) * de + d                 # of one expert
+    b_params = (L * (a + 2 * kv) * cfg.has_bias("qkv") + L * d * cfg.has_bias("proj")
+                + (n_dense * mlp_b + n_moe * (E + S) * exp_b) * cfg.has_bias("mlp"))
+    b_flops = (L * (a + 2 * kv) * cfg.has_bias("qkv") + L * d * cfg.has_bias("proj")
+               + (n_dense * mlp_b + n_moe * (k + S) * exp_b) * cfg.has_bias("mlp"))
+    out.append(ew("biases", b_params, BIAS_FLOPS * b_flops))
+    if cfg.norm == "layernorm":
+        out.append(ew("layernorms", n_ln * d * (2 if cfg.has_bias("norm") else 1),
+                      LAYERNORM_FLOPS * n_ln * d))
+    else:
+        out.append(ew("rmsnorms", n_ln * d, RMSNORM_FLOPS * n_ln * d))
+    if cfg.pos == "rope":
+        out.append(ew("rope", 0, ROPE_FLOPS * L * (a + kv)))
+    # scores per query and head: pairs / T on average, SOFTMAX_FLOPS each
+    out.append(ew("softmax", 0, _per_token(SOFTMAX_FLOPS * L * H * pairs, T)))
+    act_width = n_dense * f + n_moe * (k + S) * de   # MLP hidden units a token computes
+    if cfg.mlp == "gelu":
+        out.append(ew("gelu", 0, GELU_FLOPS * act_width))
+    else:
+        act = SILU_FLOPS if cfg.mlp == "swiglu" else GELU_FLOPS
+        out.append(ew(f"gating ({cfg.mlp})", 0, (act + GATE_MUL_FLOPS) * act_width))
+    if cfg.moe:
+        per_block = SOFTMAX_FLOPS * E + TOPK_FLOPS * E * k + 2 * k + 2 * (k + S) * d
+        out.append(ew("routing", 0, n_moe * per_block))
+    out += [
         ew("residual adds", 0, RESIDUAL_FLOPS * 2 * L * d),
         ew("loss (cross-entropy)", 0, CROSS_ENTROPY_FLOPS * V),
     ]
     return tuple(out)
 
 
+_NONEMB = ("attention: QKV", "attention: project", "feedforward", "feedforward: experts",
+           "feedforward: shared experts", "router")
+
+
 def param_counts(cfg: GPTConfig) -> ParamCounts:
     rs = rows(cfg)
     by = {r.component: r.params for r in rs if r.params}
-    nonemb = sum(by.get(k, 0) for k in ("attention: QKV", "attention: project", "feedforward"))
+    nonemb = sum(by.get(k, 0) for k in _NONEMB)
     emb = by.get("embed", 0) + by.get("de-embed", 0)
-    other = by.get("biases", 0) + by.get("layernorms", 0)
-    return ParamCounts(nonemb, emb, other, nonemb + emb + other, by)
+    other = sum(v for k, v in by.items() if k not in _NONEMB and k not in ("embed", "de-embed"))
+    total = nonemb + emb + other
+    # per token only top_k of the n_expert routed experts run: the others' weights (and biases)
+    # are inactive
+    m, _, n_moe, k, _ = _mlp_shape(cfg)
+    idle = n_moe * (cfg.n_expert - k)
+    idle_w = idle * m * cfg.d_model * cfg.expert_width
+    idle_b = idle * ((m - 1) * cfg.expert_width + cfg.d_model) * cfg.has_bias("mlp")
+    return ParamCounts(nonemb, emb, other, total, by, nonembedding_active=nonemb - idle_w,
+                       active=total - idle_w - idle_b)
 
 
-def accounting(cfg: GPTConfig, seq_len: int | None = None) -> Accounting:
-    """Parameters, Kaplan's Table 1 and every convention's FLOPs per token for one config."""
+from .config import RECOMPUTES as RECOMPUTE  # noqa: E402
+
+
+def recomputed_forward(cfg: GPTConfig, seq_len: int | None = None, recompute: str = "none"
+                       ) -> int | float:
+    """Forward FLOPs per token that activation recompute runs again in backward: "full" re-runs the
+    forward of every block (all rows but embedding, final norm, head and loss); "selective"
+    re-runs the attention core only (QK^T, softmax, PV: the "attention: mask" and softmax rows)."""
+    if recompute not in RECOMPUTE:
+        raise ValueError(f"unknown recompute {recompute!r}; supported: {', '.join(RECOMPUTE)}")
+    if recompute == "none":
+        return 0
+    rs = {r.component: r for r in rows(cfg, seq_len)}
+    if recompute == "selective":
+        return rs["attention: mask"].forward_flops + rs["softmax"].forward_flops
+    outside = (rs["embed"].forward_flops + rs["de-embed"].forward_flops
+               + rs["loss (cross-entropy)"].forward_flops
+               + (LAYERNORM_FLOPS if cfg.norm == "layernorm" else RMSNORM_FLOPS) * cfg.d_model)
+    return sum(r.forward_flops for r in rs.values()) - outside
+
+
+def accounting(cfg: GPTConfig, seq_len: int | None = None, recompute: str = "none") -> Accounting:
+    """Parameters, Kaplan's Table 1 and every convention's FLOPs per token for one config.
+
+    recompute ("none", "selective", "full") adds `hardware_per_token`, the full-model count plus the
+    recomputed forward (for HFU); the model conventions (for MFU) never include it."""
     T = _check_seq_len(cfg, seq_len)
     rs = rows(cfg, T)
     params = param_counts(cfg)
     L, a, H, Q = cfg.n_layer, cfg.d_attn, cfg.n_head, cfg.head_dim
+    Tc = context_len(cfg, T)
     N = params.nonembedding
-    n_total = params.total - cfg.n_ctx * cfg.d_model  # nanoGPT: all but the position embedding
+    # nanoGPT: all but the position embedding; with experts only the active parameters
+    n_total = (params.active if cfg.moe else params.total) - (
+        cfg.n_ctx * cfg.d_model if cfg.pos == "learned" else 0)
     fwd = {
         "kaplan_6N": 2 * N,
-        "kaplan_6N_context": 2 * N + 2 * L * T * a,
-        "palm": 2 * n_total + 4 * L * H * Q * T,
+        "kaplan_6N_context": 2 * N + 2 * L * Tc * a,
+        "palm": 2 * n_total + 4 * L * H * Q * Tc,
         "full_model": sum(r.forward_flops for r in rs),
+        "kaplan_6N_active": 2 * params.nonembedding_active,
     }
     train = {
         "kaplan_6N": 6 * N,
-        "kaplan_6N_context": 6 * N + 6 * L * T * a,
-        "palm": 6 * n_total + 12 * L * H * Q * T,
+        "kaplan_6N_context": 6 * N + 6 * L * Tc * a,
+        "palm": 6 * n_total + 12 * L * H * Q * Tc,
         "full_model": sum(r.forward_flops + r.backward_flops for r in rs),
+        "kaplan_6N_active": 6 * params.nonembedding_active,
     }
-    return Accounting(cfg, T, rs, params, N, fwd["kaplan_6N_context"], fwd, train)
+    hw = None
+    if recompute != "none":
+        hw = train["full_model"] + recomputed_forward(cfg, T, recompute)
+    return Accounting(cfg, T, rs, params, N, fwd["kaplan_6N_context"], fwd, train, recompute, hw)
 
 
 def flops_per_token(cfg: GPTConfig, convention: str, seq_len: int | None = None,
@@ -200,7 +322,8 @@ def flops_per_token(cfg: GPTConfig, convention: str, seq_len: int | None = None,
     acc = accounting(cfg, seq_len)
     table = acc.training_per_token if training else acc.forward_per_token
     if convention not in table:
-        raise ValueError(f"unknown convention {convention!r}; known: {', '.join(CONVENTIONS)}, executed")
+        raise ValueError(f"unknown convention {convention!r}; known: "
+                         f"{', '.join(CONVENTIONS + MOE_CONVENTIONS)}, executed")
     return table[convention]
 
 
@@ -216,16 +339,26 @@ def padded(n: int, block: int | None) -> int:
     return n if block is None else cdiv(n, block) * block
 
 
-def visited_block_pairs(T: int, block_m: int, block_n: int, causal: bool) -> int:
+def visited_block_pairs(T: int, block_m: int, block_n: int, causal: bool,
+                        window: int | None = None) -> int:
     """Number of (query block, key block) tiles a blocked attention kernel runs for one (b, h).
 
     A tile (i, j) holds queries [i bm, (i+1) bm) and keys [j bn, (j+1) bn), both clipped to T. It
     is run when it holds at least one unmasked score: always without a mask, and when
-    j bn < min((i + 1) bm, T) with a causal mask (some key at or before some query)."""
+    j bn < min((i + 1) bm, T) with a causal mask (some key at or before some query). A sliding
+    window of w tokens (causal only) also skips the tiles wholly before it: it runs (i, j) only if
+    (j + 1) bn > i bm - w + 1 (some key within w - 1 of some query)."""
     n_m, n_n = cdiv(T, block_m), cdiv(T, block_n)
     if not causal:
+        if window is not None:
+            raise ValueError("a sliding window needs a causal mask")
         return n_m * n_n
-    return sum(cdiv(min((i + 1) * block_m, T), block_n) for i in range(n_m))
+    total = 0
+    for i in range(n_m):
+        hi = cdiv(min((i + 1) * block_m, T), block_n)
+        lo = 0 if window is None else max(0, i * block_m - window + 1) // block_n
+        total += hi - lo
+    return total
 
 
 @dataclass(frozen=True)
@@ -244,19 +377,23 @@ class AttentionExec:
     bwd_passes: tuple[tuple[int, int, int], ...] = ()
     block_d: int | None = None  # head dim as the kernel pads it; None = head_dim
 
-    def forward_flops(self, batch: int, n_head: int, T: int, head_dim: int, causal: bool) -> int:
+    def forward_flops(self, batch: int, n_head: int, T: int, head_dim: int, causal: bool,
+                      window: int | None = None) -> int:
+        """n_head is the number of query heads (grouped key/value heads change no product)."""
         if not self.blocked:
             return 2 * (2 * batch * n_head * T * T * head_dim)
         D = self.block_d or head_dim
         bm, bn = self.fwd_blocks
-        return batch * n_head * visited_block_pairs(T, bm, bn, causal) * self.fwd_dots * 2 * bm * bn * D
+        return (batch * n_head * visited_block_pairs(T, bm, bn, causal, window) * self.fwd_dots
+                * 2 * bm * bn * D)
 
-    def backward_flops(self, batch: int, n_head: int, T: int, head_dim: int, causal: bool) -> int:
+    def backward_flops(self, batch: int, n_head: int, T: int, head_dim: int, causal: bool,
+                       window: int | None = None) -> int:
         if not self.blocked:
             return 4 * (2 * batch * n_head * T * T * head_dim)
         D = self.block_d or head_dim
-        return sum(batch * n_head * visited_block_pairs(T, bm, bn, causal) * dots * 2 * bm * bn * D
-                   for bm, bn, dots in self.bwd_passes)
+        return sum(batch * n_head * visited_block_pairs(T, bm, bn, causal, window) * dots
+                   * 2 * bm * bn * D for bm, bn, dots in self.bwd_passes)
 
 
 @dataclass(frozen=True)
@@ -264,11 +401,14 @@ class GemmExec:
     """How a GEMM Y[M, N] = X[M, K] @ W[N, K]^T and its backward are executed.
 
     Tiles are (rows, cols, reduction) of each product; None means exact 2MNK (cuBLAS, counted by
-    shape). recompute=True: the backward re-runs the forward product (pre-activation recompute)."""
+    shape). recompute=True: the backward re-runs the forward product (pre-activation recompute).
+    matrices: weight matrices of shape (N, K) applied to the same X (2 for the gate and up
+    products of a gated MLP, fused in one kernel): every product, and its backward, once each."""
     fwd_tiles: tuple[int, int, int] | None = None
     dx_tiles: tuple[int, int, int] | None = None   # dX[M, K] = dY[M, N] @ W[N, K]
     dw_tiles: tuple[int, int, int] | None = None   # dW[N, K] = dY^T[N, M] @ X[M, K]
     recompute: bool = False
+    matrices: int = 1
 
     @staticmethod
     def _mm(rows_: int, cols: int, red: int, tiles) -> int:
@@ -277,10 +417,10 @@ class GemmExec:
         return 2 * padded(rows_, tiles[0]) * padded(cols, tiles[1]) * padded(red, tiles[2])
 
     def forward_flops(self, M: int, N: int, K: int) -> int:
-        return self._mm(M, N, K, self.fwd_tiles)
+        return self.matrices * self._mm(M, N, K, self.fwd_tiles)
 
     def backward_flops(self, M: int, N: int, K: int) -> int:
-        total = self._mm(M, K, N, self.dx_tiles) + self._mm(N, K, M, self.dw_tiles)
+        total = self.matrices * (self._mm(M, K, N, self.dx_tiles) + self._mm(N, K, M, self.dw_tiles))
         return total + (self.forward_flops(M, N, K) if self.recompute else 0)
 
 
@@ -291,9 +431,11 @@ EXACT_GEMM = GemmExec()
 class ExecSpec:
     """The kernel behaviour an executed count depends on. Default: the torch reference."""
     attention: AttentionExec = AttentionExec()
-    mlp_up: GemmExec = EXACT_GEMM  # the d_model -> d_ff product (a fused kernel in the triton backend)
+    mlp_up: GemmExec = EXACT_GEMM  # the d_model -> d_ff product(s) (a fused kernel in the triton
+                                   # backend); its `matrices` is raised to 2 for a gated MLP if exact
     causal: bool = True
     name: str = "torch"
+    recompute: str = "none"        # activation recompute (RECOMPUTE): re-run forward products
 
 
 @dataclass(frozen=True)
@@ -328,31 +470,70 @@ class Executed:
 
 def executed(cfg: GPTConfig, batch: int, seq_len: int | None = None,
              spec: ExecSpec = ExecSpec()) -> Executed:
-    """Executed FLOPs of one training step (forward + backward), by group, for `spec`'s kernels."""
+    """Executed FLOPs of one training step (forward + backward), by group, for `spec`'s kernels.
+
+    Matmul groups are exact for the torch reference (and for sixn's kernels through their tiles).
+    Experts: the routed experts run top_k x M token rows in all, whatever the routing (no token is
+    dropped), the shared experts M rows each, the router M rows; all on PyTorch (exact GEMMs).
+    spec.recompute adds the recomputed forward products to the backward (full: every block
+    product; selective: the attention core)."""
     T = _check_seq_len(cfg, seq_len)
     if batch <= 0:
         raise ValueError(f"batch must be positive, got {batch}")
+    if spec.recompute not in RECOMPUTE:
+        raise ValueError(f"unknown recompute {spec.recompute!r}; supported: {', '.join(RECOMPUTE)}")
     L, d, a, f, V, H = cfg.n_layer, cfg.d_model, cfg.d_attn, cfg.d_ff, cfg.n_vocab, cfg.n_head
     M = batch * T  # tokens in the step
     at = spec.attention
+    m, n_dense, n_moe, k, S = _mlp_shape(cfg)
+    n_up = m - 1
+    up = spec.mlp_up
+    if up.matrices != n_up:
+        if up.fwd_tiles is not None:
+            raise ValueError(f"ExecSpec.mlp_up runs {up.matrices} matrices, a {cfg.mlp} MLP has {n_up}")
+        up = replace(up, matrices=n_up)
+    de, E = cfg.expert_width, cfg.n_expert
+    expert_rows = (k + S) * M
     fwd = {
-        "qkv": L * 2 * M * d * 3 * a,
-        "attention": L * at.forward_flops(batch, H, T, cfg.head_dim, spec.causal),
+        "qkv": L * 2 * M * d * (a + 2 * cfg.d_kv),
+        "attention": L * at.forward_flops(batch, H, T, cfg.head_dim, spec.causal, cfg.window),
         "project": L * 2 * M * a * d,
-        "feedforward": L * (spec.mlp_up.forward_flops(M, f, d) + 2 * M * f * d),
+        "feedforward": (n_dense * (up.forward_flops(M, f, d) + 2 * M * f * d)
+                        + n_moe * (2 * expert_rows * m * d * de + 2 * M * d * E)),
         "de-embed": 2 * M * d * V,
     }
     bwd = {
         "qkv": 2 * fwd["qkv"],
-        "attention": L * at.backward_flops(batch, H, T, cfg.head_dim, spec.causal),
+        "attention": L * at.backward_flops(batch, H, T, cfg.head_dim, spec.causal, cfg.window),
         "project": 2 * fwd["project"],
-        "feedforward": L * (spec.mlp_up.backward_flops(M, f, d) + 2 * 2 * M * f * d),
+        "feedforward": (n_dense * (up.backward_flops(M, f, d) + 2 * 2 * M * f * d)
+                        + 2 * n_moe * (2 * expert_rows * m * d * de + 2 * M * d * E)),
         "de-embed": 2 * fwd["de-embed"],
     }
-    ew = [r for r in rows(cfg, T) if r.kind == "elementwise"]
+    if spec.recompute == "full":
+        for g in ("qkv", "attention", "project", "feedforward"):
+            bwd[g] += fwd[g]
+    elif spec.recompute == "selective":
+        bwd["attention"] += fwd["attention"]
+    rs = rows(cfg, T)
+    ew = [r for r in rs if r.kind == "elementwise"]
     fwd["other"] = M * sum(r.forward_flops for r in ew)
     bwd["other"] = M * sum(r.backward_flops for r in ew)
+    if spec.recompute != "none":
+        mm_fwd = sum(r.forward_flops for r in rs if r.kind == "matmul")
+        bwd["other"] += M * (recomputed_forward(cfg, T, spec.recompute) - (
+            mm_fwd - rows_dict(rs)["de-embed"].forward_flops if spec.recompute == "full"
+            else rows_dict(rs)["attention: mask"].forward_flops))
+    fwd["other"], bwd["other"] = _int_if_whole(fwd["other"]), _int_if_whole(bwd["other"])
     return Executed(batch, T, fwd, bwd, spec.name)
+
+
+def rows_dict(rs) -> dict[str, Row]:
+    return {r.component: r for r in rs}
+
+
+def _int_if_whole(x):
+    return int(round(x)) if abs(x - round(x)) < 1e-6 * max(1.0, abs(x)) else x
 
 
 def model_flops_per_step(cfg: GPTConfig, batch: int, seq_len: int | None = None,

@@ -14,6 +14,10 @@ Examples:
   sixn flops --preset gpt2-small
   sixn flops --n-layer 4 --d-model 256 --n-ctx 512 --json
   sixn flops --preset tiny --measure dispatch --batch 2
+  sixn flops --hf-config path/to/config.json --seq-len 4096 --json
+
+--hf-config reads a Hugging Face config.json from disk (model.hf: gpt2, llama, mistral, qwen2,
+mixtral); an unsupported model_type or field, or a malformed file, is an error naming it.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from pathlib import Path
 from sixn.bench import argtypes
 from sixn.bench.errors import CLIError
 from sixn.model.config import GPTConfig
-from sixn.model.flops import CONVENTIONS, GROUPS, accounting, fmt_flops
+from sixn.model.flops import CONVENTIONS, GROUPS, MOE_CONVENTIONS, accounting, fmt_flops
+from sixn.model.hf import HFConfigError, config_from_hf
 from sixn.model.presets import PRESETS, get_preset
 
 SHAPE_FLAGS = ("n_layer", "d_model", "d_attn", "d_ff", "n_head", "n_ctx", "n_vocab")
@@ -37,6 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help=f"named shape ({', '.join(PRESETS)}); default gpt2-small "
                                     f"unless --d-model is given")
     p.add_argument("--list-presets", action="store_true", help="list the presets and exit")
+    p.add_argument("--hf-config", metavar="PATH", default=None,
+                   help="a Hugging Face config.json (or its folder) of a gpt2, llama, mistral, qwen2 "
+                        "or mixtral model, read from disk")
     for f in SHAPE_FLAGS:
         p.add_argument("--" + f.replace("_", "-"), type=argtypes.positive_int, default=None, metavar="INT",
                        help=f"override {f} (d_attn, d_ff and n_head not given then follow "
@@ -73,8 +81,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> GPTConfig:
     """The GPTConfig the flags describe; a CLIError naming the problem for a bad one."""
     over = {f: getattr(args, f) for f in SHAPE_FLAGS if getattr(args, f, None) is not None}
+    hf = getattr(args, "hf_config", None)
+    if hf is not None and args.preset is not None:
+        raise CLIError("give --preset or --hf-config, not both")
     try:
-        if args.preset is not None:
+        if hf is not None:
+            base = config_from_hf(hf)
+        elif args.preset is not None:
             base = get_preset(args.preset)
         else:
             base = PRESETS["gpt2-small"] if not over else GPTConfig(name="custom")
@@ -93,10 +106,13 @@ def config_from_args(args: argparse.Namespace) -> GPTConfig:
                 tie_head=kw.get("tie_head", base.tie_head), bias=kw.get("bias", base.bias),
                 name="custom")
         elif over or kw:
-            name = base.name if not over else (f"{base.name}-custom" if args.preset else "custom")
+            named = args.preset is not None or hf is not None
+            name = base.name if not over else (f"{base.name}-custom" if named else "custom")
             cfg = base.replace(**over, **kw, name=name)
         else:
             cfg = base
+    except HFConfigError as e:
+        raise CLIError(f"--hf-config: {e}") from None
     except ValueError as e:
         raise CLIError(str(e)) from None
     if args.seq_len is not None and not 1 <= args.seq_len <= cfg.n_ctx:
@@ -118,35 +134,58 @@ def format_table(acc_dict: dict) -> str:
     rows = acc_dict["rows"]
     out = [f"model {c['name']}: n_layer={c['n_layer']} d_model={c['d_model']} d_attn={c['d_attn']} "
            f"d_ff={c['d_ff']} n_head={c['n_head']} n_ctx={c['n_ctx']} n_vocab={c['n_vocab']} "
-           f"head={'tied' if c['tie_head'] else 'untied'} bias={c['bias']}; T={T}", ""]
-    hdr = f"{'component':<22} {'params':>14} {'Kaplan fwd/tok':>16} {'model fwd/tok':>16} {'fwd+bwd/tok':>16}"
+           f"head={'tied' if c['tie_head'] else 'untied'} bias={c['bias']}; T={T}"]
+    variant = _variant_line(c)
+    out += ([variant] if variant else []) + [""]
+    hdr = f"{'component':<27} {'params':>14} {'Kaplan fwd/tok':>16} {'model fwd/tok':>16} {'fwd+bwd/tok':>16}"
     out += ["Kaplan's Table 1 (forward FLOPs per token; a multiply-add = 2 FLOPs)", hdr, "-" * len(hdr)]
     kap = [r for r in rows if r["kaplan_forward_flops"] is not None]
     rest = [r for r in rows if r["kaplan_forward_flops"] is None]
     for r in kap:
-        out.append(f"{r['component']:<22} {_int(r['params']):>14} {_int(r['kaplan_forward_flops']):>16} "
+        out.append(f"{r['component']:<27} {_int(r['params']):>14} {_int(r['kaplan_forward_flops']):>16} "
                    f"{_int(r['forward_flops']):>16} {_int(r['forward_flops'] + r['backward_flops']):>16}")
     out += ["", "rows Kaplan leaves out (fixed per-element conventions; see model/flops.py)", hdr,
             "-" * len(hdr)]
     for r in rest:
-        out.append(f"{r['component']:<22} {_int(r['params']):>14} {'-':>16} "
+        out.append(f"{r['component']:<27} {_int(r['params']):>14} {'-':>16} "
                    f"{_int(r['forward_flops']):>16} {_int(r['forward_flops'] + r['backward_flops']):>16}")
     out += ["", "parameters",
             f"  non-embedding N   {p['nonembedding']:>16,}   (Kaplan's N = 2 d_model n_layer (2 d_attn + d_ff))",
-            f"  embedding         {p['embedding']:>16,}   (token + position{'' if c['tie_head'] else ' + untied head'})",
-            f"  biases, LayerNorm {p['other']:>16,}",
-            f"  total             {p['total']:>16,}", ""]
+            f"  embedding         {p['embedding']:>16,}   (token{' + position' if c.get('pos', 'learned') == 'learned' else ''}{'' if c['tie_head'] else ' + untied head'})",
+            f"  biases, norms     {p['other']:>16,}",
+            f"  total             {p['total']:>16,}"]
+    if c.get("n_expert"):
+        out += [f"  active per token  {p['active']:>16,}   (top_{c['top_k']} of {c['n_expert']} experts; "
+                f"non-embedding {p['nonembedding_active']:,})"]
+    out += [""]
     fpt = acc_dict["flops_per_token"]
     six = fpt["kaplan_6N"]
     out += ["training FLOPs per token (forward + backward)",
             f"  {'convention':<20} {'FLOPs/token':>18} {'':>10} {'/ 6N':>8}"]
-    for k in CONVENTIONS:
+    for k in CONVENTIONS + (MOE_CONVENTIONS if c.get("n_expert") else ()):
         out.append(f"  {k:<20} {fpt[k]:>18,} {fmt_flops(fpt[k]):>10} {fpt[k] / six:>8.4f}")
     ctx = acc_dict["C_forward"] - 2 * acc_dict["N"]
     out += ["", f"Kaplan's context term (forward) 2 n_layer n_ctx d_attn = {ctx:,} FLOPs/token "
                 f"= {ctx / (2 * acc_dict['N']):.4f} of 2N; it matters when d_model < n_ctx / 12 "
                 f"(here d_model / n_ctx = {c['d_model'] / T:.3g})"]
     return "\n".join(out)
+
+
+def _variant_line(c: dict) -> str:
+    """The fields that differ from Kaplan's GPT, in one line ('' for his GPT)."""
+    parts = []
+    if c.get("n_kv_head") not in (None, c["n_head"]):
+        parts.append(f"n_kv_head={c['n_kv_head']}")
+    for f, default in (("mlp", "gelu"), ("norm", "layernorm"), ("pos", "learned")):
+        if c.get(f, default) != default:
+            parts.append(f"{f}={c[f]}")
+    for f in ("qkv_bias", "proj_bias", "mlp_bias", "window"):
+        if c.get(f) is not None:
+            parts.append(f"{f}={c[f]}")
+    if c.get("n_expert"):
+        parts.append(f"experts={c['n_expert']} top_k={c['top_k']} shared={c['n_shared_expert']} "
+                     f"d_expert={c['d_expert'] or c['d_ff']} dense_layers={c['n_dense_layer']}")
+    return ("variant: " + " ".join(parts)) if parts else ""
 
 
 def analytic_json(cfg: GPTConfig, seq_len: int | None) -> dict:

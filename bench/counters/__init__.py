@@ -27,12 +27,12 @@ __all__ = ["COUNTERS", "COUNTER_BACKENDS", "CounterError", "StepCount", "analyti
 # The interface
 # ------------------------------------------------------------------------------------------------
 
-def default_device(counter: str, backend: str) -> str:
+def default_device(counter: str, backend: str, cfg: GPTConfig | None = None) -> str:
     if counter == "ncu":
         return "cuda"
     if counter == "interpreter":
         return "cpu"
-    if backend == "torch":
+    if backend == "torch" and not (cfg is not None and cfg.moe):  # experts route on real data
         return "meta"
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -49,7 +49,7 @@ def count_step(cfg: GPTConfig, batch: int, seq_len: int | None = None, counter: 
     cfg = cfg.replace(backend=backend) if cfg.backend != backend else cfg
     if counter == "ncu":
         ncu.check_environment()  # no GPU / no ncu: say so before anything else
-    device = str(device or default_device(counter, backend))
+    device = str(device or default_device(counter, backend, cfg))
     if counter == "interpreter" and torch.device(device).type != "cpu":
         raise ValueError(f"the interpreter counter runs on the CPU; got device {device!r}")
     if counter == "ncu" and torch.device(device).type != "cuda":

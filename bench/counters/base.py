@@ -163,6 +163,11 @@ def attribute(flop_counts: dict[str, dict[Any, int]], skip_op=lambda op: False
     """(by_group, by_kernel) from a FlopCounterMode hierarchy; ops with skip_op(name) left out."""
     by_group = {g: 0 for g in GROUPS}
     by_kernel = []
+    # Everything under a block's ".mlp" is feed-forward work: its submodules (experts, router) are
+    # dropped before taking exclusive counts, since FlopCounterMode's backward module tracking may
+    # credit one expert's gradient products to a sibling expert (same group, wrong child).
+    flop_counts = {k: v for k, v in flop_counts.items()
+                   if "mlp" not in k.split(".") or k.split(".")[-1] == "mlp"}
     for fqn, ops in sorted(exclusive_counts(flop_counts).items()):
         g = group_of_module(fqn)
         for op, v in sorted(ops.items()):

@@ -284,6 +284,8 @@ def _attn_fwd(
                                     lo, hi, T, qk_scale, True, CAUSAL, PAD_D,
                                     BLOCK_N, DOT_PREC, UPCAST, WINDOW)
 
+    if WINDOW > 0:  # padding rows past T may see no key in the window: not stored, kept finite
+        l_i = tl.where(l_i == 0.0, 1.0, l_i)
     out = acc / l_i[:, None]
     lse = (m_i + tl.math.log2(l_i)) * 0.6931471805599453     # ln(2): back to natural log
     o_ptrs = O_bh + offs_m[:, None].to(tl.int64) * stride_ot + offs_d[None, :] * stride_od

@@ -324,7 +324,7 @@ def _t(*shape, dtype=torch.float32, device=DEVICE):
 
 @pytest.mark.parametrize("args, kwargs, msg", [
     ((_t(2, 8, 16), _t(2, 8, 16), _t(2, 8, 16)), {}, "must be 4-D (B, H, T, D), got 3-D"),
-    ((_t(1, 2, 8, 16), _t(1, 2, 9, 16), _t(1, 2, 8, 16)), {}, "must have the same shape"),
+    ((_t(1, 2, 8, 16), _t(1, 2, 9, 16), _t(1, 2, 8, 16)), {}, "k, v one shape (B, H_kv, T, D)"),
     ((_t(1, 2, 8, 16), _t(1, 2, 8, 16, dtype=torch.float16), _t(1, 2, 8, 16)), {},
      "different dtypes"),
     ((_t(1, 2, 8, 16, dtype=torch.float64),) * 3, {}, "dtype torch.float64 is not supported"),

@@ -100,3 +100,18 @@ def test_validate_interpreter_triton(tmp_path):
     # the kernels' count (tiles, padding, recompute) is not the dense torch reference's
     assert r["measured"] != executed(shape_config((1, 16, 48, 64)), 1, 48).matmul_total
     assert r["spec"] == "triton" and r["counter"] == "interpreter"
+
+
+def test_validate_models_quick(tmp_path):
+    from sixn.bench.commands.validate import run_models
+    res = run_models(["gpt2-small", "mixtral-8x7b"], out_dir=tmp_path, quick=True, plots=False)
+    rows = {r["model"]: r for r in res["rows"]}
+    g, m = rows["gpt2-small"], rows["mixtral-8x7b"]
+    assert g["measured_step"] == g["analytic_executed_step"] and m["measured_step"] is None
+    assert m["full_model_over_6N"] < 1 < m["full_model_over_6N_active"]  # 6N counts every expert
+    assert g["full_model_over_6N"] > 1 and g["params_total"] == 124_439_808
+    for r in rows.values():
+        shares = sum(r[f"{t}_share"] for t in ("head", "attention_context", "gating", "routing",
+                                                 "norms_and_other")) + r["block_matmuls_share"]
+        assert abs(shares - 1) < 1e-9  # the terms add up to the count
+    assert (tmp_path / "models.csv").exists() and (tmp_path / "models.json").exists()

@@ -19,6 +19,16 @@ counter output per shape (raw_<shape>.json) and the plots, all in the same folde
 Counters: dispatch (default, torch backend on the meta device: any shape in about a second),
 interpreter (triton backend in the Triton interpreter on the CPU: small shapes only, its own grid),
 ncu (a GPU with Nsight Compute: triton backend by default).
+
+--models: the same question for real models (model.presets.REAL_MODELS: GPT-2 to Mixtral), each at
+its own context length and at 2x, 4x and 8x it. For every (model, T): the counted training FLOPs per
+token of the model (full_model: every row of model.flops, exact causal triangle or window band)
+against 6N, 6 N_active (experts: only the top_k a token runs) and PaLM's estimate, and what each
+term contributes (head, attention context, gating, routing, norms and other element-wise rows).
+Dense models are also counted by the dispatcher on the meta device (the torch reference, whose
+attention is the dense T x T square) and checked against the analytic executed count; MoE models
+route on data, so the meta device cannot count them (their counts are tested on small real tensors).
+Written to results/validate/models/ (models.csv, models.json, models.png; --out to move it).
 """
 
 from __future__ import annotations
@@ -33,7 +43,8 @@ from sixn.bench import argtypes
 from sixn.bench.errors import CLIError
 from sixn.kernels.backends import exec_spec
 from sixn.model.config import GPTConfig
-from sixn.model.flops import ExecSpec, attention_overheads, model_flops_per_step
+from sixn.model.flops import ExecSpec, accounting, attention_overheads, executed, model_flops_per_step
+from sixn.model.presets import REAL_MODELS
 
 # (n_layer, d_model, n_ctx, n_vocab): d_model / n_ctx from 1/32 to 2, n_vocab / d_model from 0.5 to
 # 390. Kaplan's shape (d_attn = d_model, d_ff = 4 d_model, heads of 64 or narrower).
@@ -258,7 +269,126 @@ def run_validate(grid=None, counter: str = "dispatch", device: str | None = None
     return result
 
 
+CONTEXT_MULTIPLES = (1, 2, 4, 8)
+# (term, rows of model.flops.rows it sums), for what each term contributes to the counted FLOPs
+TERMS = (
+    ("head", ("de-embed", "loss (cross-entropy)")),
+    ("attention_context", ("attention: mask", "softmax")),
+    ("gating", ("gating (swiglu)", "gating (geglu)", "gelu")),
+    ("routing", ("router", "routing")),
+    ("norms_and_other", ("embed", "biases", "layernorms", "rmsnorms", "rope", "residual adds")),
+)
+QUICK_MODELS = ("gpt2-small", "llama-3-8b", "mixtral-8x7b")
+
+
+def model_row(cfg: GPTConfig, T: int, multiple: int, measure: bool) -> dict:
+    """One (model, T) row of the --models study: per-token training FLOPs and their terms."""
+    from sixn.bench import counters
+    c = cfg.replace(n_ctx=max(cfg.n_ctx, T))
+    acc = accounting(c, T)
+    p = acc.params
+    rows = {r.component: r.forward_flops + r.backward_flops for r in acc.rows}
+    full = acc.training_per_token["full_model"]
+    six, six_a = acc.training_per_token["kaplan_6N"], acc.training_per_token["kaplan_6N_active"]
+    row = {"model": cfg.name, "context_multiple": multiple, "seq_len": T, "n_ctx": cfg.n_ctx,
+           "params_total": p.total, "params_active": p.active, "N": p.nonembedding,
+           "N_active": p.nonembedding_active, "kaplan_6N": six, "kaplan_6N_active": six_a,
+           "palm": acc.training_per_token["palm"], "full_model": full,
+           "full_model_over_6N": full / six, "full_model_over_6N_active": full / six_a,
+           "palm_over_full_model": acc.training_per_token["palm"] / full}
+    for term, comps in TERMS:
+        v = sum(rows.get(k, 0) for k in comps)
+        row[f"{term}_flops"] = v
+        row[f"{term}_share"] = v / full
+    matmul_blocks = sum(rows.get(k, 0) for k in ("attention: QKV", "attention: project", "feedforward",
+                                                 "feedforward: experts", "feedforward: shared experts"))
+    row["block_matmuls_share"] = matmul_blocks / full
+    row["measured_step"] = row["analytic_executed_step"] = None
+    if measure and not c.moe:
+        sc = counters.count_step(c, 1, T, counter="dispatch", device="meta")
+        row["measured_step"] = sc.total
+        row["analytic_executed_step"] = executed(c, 1, T).matmul_total
+    return row
+
+
+def plot_models(rows: list[dict], path: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for name in dict.fromkeys(r["model"] for r in rows):
+        rs = [r for r in rows if r["model"] == name]
+        x = [r["context_multiple"] for r in rs]
+        line, = ax.plot(x, [r["full_model_over_6N"] for r in rs], marker="o", label=name)
+        if any(r["params_active"] != r["params_total"] for r in rs):
+            ax.plot(x, [r["full_model_over_6N_active"] for r in rs], marker="s", ls="--",
+                    color=line.get_color(), label=f"{name} (vs 6 N_active)")
+    ax.axhline(1.0, color="grey", lw=0.8)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("sequence length / the model's own context length")
+    ax.set_ylabel("counted training FLOPs per token / 6N")
+    ax.set_title("6N against every row of the model (real-model presets)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def run_models(names=None, out_dir: str | Path | None = None, quick: bool = False,
+               measure: bool = True, plots: bool = True) -> dict:
+    """The --models study over `names` (default every real-model preset; quick: three of them at
+    their own context only). Writes models.csv, models.json (and models.png) under out_dir."""
+    from sixn.bench.results import provenance, results_root, write_csv, write_json
+    names = list(names or (QUICK_MODELS if quick else REAL_MODELS))
+    unknown = [n for n in names if n not in REAL_MODELS]
+    if unknown:
+        raise ValueError(f"unknown real models {unknown}; known: {', '.join(REAL_MODELS)}")
+    multiples = (1,) if quick else CONTEXT_MULTIPLES
+    out = Path(out_dir) if out_dir is not None else results_root() / "validate" / "models"
+    out.mkdir(parents=True, exist_ok=True)
+    prov = provenance("cpu")
+    t0 = time.perf_counter()
+    rows = [model_row(REAL_MODELS[n], REAL_MODELS[n].n_ctx * k, k, measure)
+            for n in names for k in multiples]
+    checked = [r for r in rows if r["measured_step"] is not None]
+    res = {"models": names, "context_multiples": list(multiples), "rows": rows,
+           "measured_equals_analytic": all(r["measured_step"] == r["analytic_executed_step"]
+                                           for r in checked),
+           "measured_rows": len(checked), "seconds": round(time.perf_counter() - t0, 3)}
+    files = [write_csv(out / "models.csv", rows, prov)]
+    if plots:
+        files.append(plot_models(rows, out / "models.png"))
+    res["files"] = [str(f) for f in files] + [str(out / "models.json")]
+    write_json(out / "models.json", res, prov)
+    return res
+
+
+def format_models(res: dict) -> str:
+    hdr = (f"{'model':<15} {'T':>7} {'N_total':>10} {'N_active':>10} {'full/6N':>8} {'full/6Na':>9} "
+           f"{'head':>6} {'attn':>6} {'gate':>6} {'route':>6} {'other':>6} {'measured == analytic':>21}")
+    out = ["6N against the counted training FLOPs per token of real models (shares of the count)", "",
+           hdr, "-" * len(hdr)]
+    for r in res["rows"]:
+        chk = "-" if r["measured_step"] is None else str(r["measured_step"] == r["analytic_executed_step"])
+        out.append(f"{r['model']:<15} {r['seq_len']:>7} {r['params_total'] / 1e9:>9.3f}B "
+                   f"{r['params_active'] / 1e9:>9.3f}B {r['full_model_over_6N']:>8.3f} "
+                   f"{r['full_model_over_6N_active']:>9.3f} {r['head_share']:>6.3f} "
+                   f"{r['attention_context_share']:>6.3f} {r['gating_share']:>6.3f} "
+                   f"{r['routing_share']:>6.3f} {r['norms_and_other_share']:>6.3f} {chk:>21}")
+    over = [r for r in res["rows"] if r["full_model_over_6N"] < 1]
+    out += ["", f"6N overcounts {len(over)} of {len(res['rows'])} rows (all of them MoE: 6N counts every "
+                f"expert)" if over and all(r["params_active"] != r["params_total"] for r in over)
+            else f"6N overcounts {len(over)} of {len(res['rows'])} rows",
+            f"dispatcher count == analytic executed for all {res['measured_rows']} measured rows: "
+            f"{res['measured_equals_analytic']}", "written: " + ", ".join(res["files"])]
+    return "\n".join(out)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models", action="store_true",
+                   help="the study over real-model presets at 1x, 2x, 4x and 8x their context "
+                        "(with --quick: three models at their own context)")
     p.add_argument("--counter", choices=("dispatch", "interpreter", "ncu"), default="dispatch",
                    help="which counter measures each step (default dispatch)")
     p.add_argument("--backend", choices=("torch", "triton"), default=None,
@@ -314,6 +444,13 @@ def run(args: argparse.Namespace) -> int:
     if args.record_fixtures and args.counter != "ncu":
         raise CLIError("--record-fixtures copies ncu recordings: use it with --counter ncu")
     grid = GRIDS[args.grid] if args.grid else None
+    if args.models:
+        try:
+            res = run_models(out_dir=args.out, quick=args.quick, plots=not args.no_plots)
+        except (counters.CounterError, ValueError) as e:
+            raise CLIError(str(e)) from None
+        print(json.dumps(res, indent=2, default=str) if args.json else format_models(res))
+        return 0
     try:
         res = run_validate(grid, args.counter, args.device, args.out, quick=args.quick,
                            backend=args.backend, batch=args.batch, dtype=args.dtype,

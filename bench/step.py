@@ -26,6 +26,7 @@ import contextlib
 import gc
 import math
 import sys
+import time
 from collections import defaultdict
 from typing import Callable, Iterable
 
@@ -336,17 +337,24 @@ def _measure_one(cfg, provider, device, B, T, steps, warmup, profile):
     return t, mem, prof, n_params
 
 
+TIME_BUDGET_SPENT = "not run: the time budget was spent"
+
+
 def run_bench(presets: Iterable[str], providers: Iterable[str], device: str | torch.device,
               steps: int | None = None, batch: int | None = None, seq_len: int | None = None,
               warmup: int | None = None, peak_flops: float | None = None,
               peak_source: str | None = None, measured_roof: float | None = None,
               device_name: str | None = None, profile: bool = False,
-              progress: Callable[[str], None] | None = _progress) -> list[dict]:
+              progress: Callable[[str], None] | None = _progress,
+              on_row: Callable[[dict], None] | None = None,
+              deadline: float | None = None) -> list[dict]:
     """Time training steps of every (preset, provider) on `device`; one row each (see ROW_KEYS).
 
     A GPU out-of-memory halves the batch and retries (down to 1), so the default presets run
     "where memory allows"; any other failure of a pair is reported in its row's "error" and the
-    run goes on. With profile=True each row also has "profile": ms per step by kernel family."""
+    run goes on. With profile=True each row also has "profile": ms per step by kernel family.
+    on_row(row) is called as each row is made; a pair not started before `deadline`
+    (time.monotonic()) is not run and gets an error row saying so."""
     from sixn.bench.results import device_name as _devname
     dev = resolve_device(device) if isinstance(device, str) else device
     providers = check_providers(providers, dev)
@@ -361,10 +369,19 @@ def run_bench(presets: Iterable[str], providers: Iterable[str], device: str | to
     rows: list[dict] = []
     total = len(cfgs) * len(providers)
     k = 0
+    def emit(row: dict) -> None:
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+
     for cfg, (B, T) in zip(cfgs, shapes):
         for provider in providers:
             k += 1
             b = B
+            if deadline is not None and time.monotonic() > deadline:
+                emit(error_row(cfg.name, provider, name, b, T, TIME_BUDGET_SPENT))
+                say(f"{k}/{total} {cfg.name} {provider}: not run ({TIME_BUDGET_SPENT})")
+                continue
             while True:
                 say(f"{k}/{total} {cfg.name} {provider}: batch {b} x {T} tokens, {warmup} warm-up "
                     f"+ {steps} timed steps ...")
@@ -390,7 +407,7 @@ def run_bench(presets: Iterable[str], providers: Iterable[str], device: str | to
                     continue
                 if failure is not None:
                     failure = "out of memory at batch 1" if failure == "oom" else failure
-                    rows.append(error_row(cfg.name, provider, name, b, T, failure))
+                    emit(error_row(cfg.name, provider, name, b, T, failure))
                     say(f"{k}/{total} {cfg.name} {provider}: FAILED ({failure})")
                     break
                 t, mem, prof, n_params = result
@@ -403,7 +420,7 @@ def run_bench(presets: Iterable[str], providers: Iterable[str], device: str | to
                                peak_mem_gb=mem)
                 if prof is not None:
                     row["profile"] = prof
-                rows.append(row)
+                emit(row)
                 mfu = "" if row["mfu"] is None else f", MFU {100 * row['mfu']:.1f}%"
                 say(f"{k}/{total} {cfg.name} {provider}: {row['tokens_per_s']:,.0f} tok/s, "
                     f"{row['tflops']:.3g} TFLOP/s{mfu}")
@@ -412,7 +429,7 @@ def run_bench(presets: Iterable[str], providers: Iterable[str], device: str | to
 
 
 # ------------------------------------------------------------------------------------------------
-# The issue's H100 targets
+# sixn's H100 targets
 # ------------------------------------------------------------------------------------------------
 
 TARGET_GEMM_TFLOPS = 760.0

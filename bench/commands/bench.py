@@ -16,9 +16,11 @@ preset, provider, device, batch, seq_len, tokens_per_s (+ _p20/_p80), step_ms, f
 without a datasheet peak), mfu_kaplan_6N_context, hfu, peak_mem_gb and the provenance fields. The
 roofs are rows too: provider "roof:gemm" (one per GEMM shape: tflops, intensity, and in mfu the
 fraction of the datasheet peak) and "roof:copy" (bandwidth_gbs); their step-only fields are null.
-Rows are appended to <out>/bench.csv (and --csv PATH) with provenance, the run's summary (rows,
-roofs, peak, targets, profiles, notes) is written to <out>/bench.json, and the plots (throughput.png,
-mfu.png, roofline.png) to <out>/. Default <out>: results/bench/<device-slug>/.
+Rows are appended to <out>/bench.csv (and --csv PATH) with provenance the moment each is measured,
+and <out>/bench.json holds the rows so far ("complete": false) until the run's summary (rows,
+roofs, peak, targets, profiles, notes) replaces it; then the plots (throughput.png, mfu.png,
+roofline.png) go to <out>/. Default <out>: results/bench/<device-slug>/. --time-budget S starts no
+new (preset, provider) pair after S seconds.
 
 Memory: before a step is built its memory (model.memory: parameters, gradients, AdamW state,
 activations at the batch) is checked against the device's free memory. An explicit --batch that
@@ -37,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,6 +85,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-plots", action="store_true", help="do not draw the figures")
     p.add_argument("--ddp", type=argtypes.positive_int, default=None, metavar="N",
                    help="also time the steps under DDP with N processes (torchrun)")
+    p.add_argument("--time-budget", type=argtypes.positive_float, default=None, metavar="S",
+                   help="start no new (preset, provider) pair after S seconds; the rest get a row "
+                        "saying they were not run")
     p.add_argument("--profile", action="store_true",
                    help="profile every step by kernel family (always done on a GPU)")
 
@@ -198,14 +204,17 @@ def _roofs(d: _Device):
     return roofs
 
 
-def _steps(args, d: _Device, presets: list[str], providers: list[str],
-           roof_flops: float) -> tuple[list[dict], dict]:
+def _steps(args, d: _Device, presets: list[str], providers: list[str], roof_flops: float,
+           on_row=None) -> tuple[list[dict], dict]:
     """Step 3: the training step of every preset x provider; its rows and their kernel-family
-    profiles ({"<preset> <provider>": {"ms", "step_ms"}}), taken out of the rows."""
+    profiles ({"<preset> <provider>": {"ms", "step_ms"}}), taken out of the rows. on_row(row) as
+    each is made; with --time-budget no pair starts after it."""
+    deadline = None if args.time_budget is None else time.monotonic() + args.time_budget
     rows = run_bench(presets, providers, d.dev, steps=args.steps, batch=args.batch,
                      seq_len=args.seq_len, warmup=args.warmup, peak_flops=d.peak_flops,
                      peak_source=d.peak.source if d.peak else None, measured_roof=roof_flops,
-                     device_name=d.name, profile=d.gpu or args.profile, progress=_say)
+                     device_name=d.name, profile=d.gpu or args.profile, progress=_say,
+                     on_row=on_row, deadline=deadline)
     profiles = {}
     for r in rows:
         prof = r.pop("profile", None)
@@ -247,15 +256,33 @@ def _summary(args, d: _Device, rows: list[dict], step_rows: list[dict], profiles
             "notes": d.notes}
 
 
+class _RowWriter:
+    """Rows into <out>/bench.csv (and --csv) the moment they exist, and <out>/bench.json with the
+    rows so far ("complete": false) until the summary replaces it: a run stopped midway keeps
+    every row it finished."""
+
+    def __init__(self, args, d: _Device, roofs, out_dir: Path, prov: dict):
+        self.args, self.d, self.roofs, self.out_dir, self.prov = args, d, roofs, out_dir, prov
+        self.rows: list[dict] = []
+
+    def add(self, rows: list[dict]) -> None:
+        plain = [{k: v for k, v in r.items() if k != "profile"} for r in rows]
+        for r in plain:
+            r.update({k: self.prov[k] for k in PROVENANCE_FIELDS if k != "device"})
+            r.setdefault("device", self.prov["device"])
+        append_csv(self.out_dir / "bench.csv", plain, self.prov)
+        if self.args.csv:
+            append_csv(self.args.csv, plain, self.prov)
+        self.rows += plain
+        partial = _summary(self.args, self.d, list(self.rows), [], {}, self.roofs, self.prov)
+        write_json(self.out_dir / "bench.json", {**partial, "complete": False}, self.prov)
+
+
 def _write(args, summary: dict, roofs, out_dir: Path, dev: torch.device, prov: dict) -> None:
-    """Step 6: rows appended to <out>/bench.csv (and --csv), the summary JSON, the plots."""
-    rows = summary["rows"]
-    append_csv(out_dir / "bench.csv", rows, prov)
-    if args.csv:
-        append_csv(args.csv, rows, prov)
-    write_json(out_dir / "bench.json", summary, prov)
+    """Step 6: the summary JSON and the plots (the rows are in the CSV already)."""
+    write_json(out_dir / "bench.json", {**summary, "complete": True}, prov)
     if not args.no_plots:
-        _plots(rows, roofs, out_dir, dev)
+        _plots(summary["rows"], roofs, out_dir, dev)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -269,9 +296,13 @@ def run(args: argparse.Namespace) -> int:
 
     d = _device(dev, providers)
     roofs = _roofs(d)
+    writer = _RowWriter(args, d, roofs, out_dir, prov)
     rows = roof_rows(roofs, d.name, d.peak_flops)
-    step_rows, profiles = _steps(args, d, presets, providers, roofs.gemm_flops_per_s)
+    writer.add(rows)
+    step_rows, profiles = _steps(args, d, presets, providers, roofs.gemm_flops_per_s,
+                                 on_row=lambda r: writer.add([r]))
     ddp_rows, ddp_error = _ddp_rows(args, d, presets, providers, roofs.gemm_flops_per_s)
+    writer.add(ddp_rows)
     rows += step_rows + ddp_rows
     summary = _summary(args, d, rows, step_rows, profiles, roofs, prov)
     _write(args, summary, roofs, out_dir, dev, prov)

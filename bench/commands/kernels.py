@@ -21,13 +21,31 @@ Rows are appended to results/kernels/kernels.csv with provenance (and printed as
 --json); the summary with the triton / baseline ratios goes to results/kernels/kernels.json and the
 figures (attention_<mode>.png per mode, mlp.png, roofline.png) to results/kernels/.
 
-GPU only: on a CPU the kernels run in the Triton interpreter, far too slow to time; the command
-exits with status 2 there (the measuring functions below still run on CPU tensors, for tests).
+Fail-soft: every case is measured on its own; an error in one (a Triton CompilationError,
+OutOfResources or PTXASError, a CUDA error, a mismatch) becomes that case's error rows and the
+others go on. Rows are written the moment a case is done (kernels.csv appended, kernels.json
+rewritten with "complete": false until the end), so a kill loses at most the case in flight.
+--time-budget S starts no new case after S seconds; the skipped cases are listed in kernels.json.
+
+--check: correctness only, no timing: forward and backward of the Triton kernels against PyTorch
+references (bf16, fp16 and fp32) on awkward shapes: ragged sequence lengths and GEMM sizes, padded
+head dims, short sequences, small M. Rows go to check.csv / check.json in the same folder.
+
+--aot sm_90: no GPU needed. Compiles every kernel configuration sixn launches on Hopper with
+Triton's own compiler and bundled ptxas (bench.aot) and writes one row each (kernel, config,
+dtype, shape class, ok, registers, spill bytes, shared memory, warps, stages) to
+aot_sm_90.csv / aot_sm_90.json; --python runs the compile with another environment's Triton.
+
+GPU only (timing and --check): on a CPU the kernels run in the Triton interpreter, far too slow to
+time; the command exits with status 2 there (the measuring functions below still run on CPU
+tensors, for tests).
 
 Examples:
   sixn kernels
   sixn kernels --family attention --head-dim 128 --seq-len 2048 --seq-len 8192 --causal causal
-  sixn kernels --quick --json
+  sixn kernels --quick --json --time-budget 90
+  sixn kernels --check
+  sixn kernels --aot sm_90 --json
 """
 
 from __future__ import annotations
@@ -37,13 +55,15 @@ import contextlib
 import gc
 import json
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 
-from sixn.bench import argtypes
+from sixn.bench import aot, argtypes
 from sixn.bench.errors import CLIError
 from sixn.bench.timing import bench
 from sixn.kernels.runtime import DTYPES, dtype_name
@@ -62,6 +82,27 @@ MLP_D_MODELS = (768, 1024, 1536, 2048)
 QUICK_MLP_D_MODELS = (768, 1536)
 # max |tri - ref| / max |ref| allowed by the correctness check, by dtype
 TOLERANCE = {torch.bfloat16: 5e-2, torch.float16: 1e-2, torch.float32: 1e-3}
+
+
+def _case_errors() -> tuple[type[BaseException], ...]:
+    """What a provider's measurement may raise and be recorded as its error: PyTorch's and CUDA's
+    RuntimeErrors (out of memory included), failed checks, bad shapes, and Triton's own errors
+    (CompilationError, OutOfResources, PTXASError derive from TritonError, not RuntimeError)."""
+    errors: tuple[type[BaseException], ...] = (RuntimeError, AssertionError, ValueError)
+    try:
+        from triton.errors import TritonError
+        errors += (TritonError,)
+    except ImportError:  # no triton on this platform: nothing of it to catch
+        pass
+    return errors
+
+
+CASE_ERRORS = _case_errors()
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
 
 
 def _progress(msg: str) -> None:
@@ -213,8 +254,8 @@ def measure_attention(case: AttnCase, providers, device, dtype=torch.bfloat16,
                     fns["fwd+bwd"] = lambda: torch.autograd.grad(fn(q, k, v, case.causal), (q, k, v), do)
                 _time_rows(by_mode, fns, dev, rep_ms)
                 del out
-        except (RuntimeError, AssertionError, ValueError) as e:
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        except CASE_ERRORS as e:
+            msg = _first_line(e)
             if isinstance(e, RuntimeError) and provider != "triton":
                 msg = f"backend unavailable here: {msg}"
             for r in by_mode.values():
@@ -293,8 +334,8 @@ def measure_mlp(M: int, N: int, K: int, providers, device, dtype=torch.bfloat16,
             if "fwd+bwd" in modes:
                 fns["fwd+bwd"] = lambda: torch.autograd.grad(fn(x, w, b), (x, w, b), dy)
             _time_rows(by_mode, fns, dev, rep_ms)
-        except (RuntimeError, AssertionError, ValueError) as e:
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        except CASE_ERRORS as e:
+            msg = _first_line(e)
             for r in by_mode.values():
                 if r["ms"] is None:
                     r["error"] = msg[:300]
@@ -345,10 +386,131 @@ def format_table(rows: list[dict], ratio_rows: list[dict]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------
+# Correctness on the GPU (--check): the kernels against float64 PyTorch references
+# ------------------------------------------------------------------------------------------------
+
+# Awkward shapes first: ragged T, padded head dims, short sequences, ragged and small GEMMs.
+CHECK_ATTENTION = (AttnCase(2, 4, 1023, 64, True), AttnCase(1, 3, 17, 40, True),
+                   AttnCase(2, 2, 1000, 128, False), AttnCase(1, 2, 2048, 96, True),
+                   AttnCase(1, 2, 300, 16, False), AttnCase(4, 12, 1024, 64, True))
+CHECK_MLP = ((4 * 1023, 3072, 768), (17, 3072, 768), (4096, 128, 32), (1000, 160, 40),
+             (16384, 3072, 768))
+CHECK_DTYPES = ("bf16", "fp16", "fp32")
+
+
+def _check_row(family: str, shape: str, dtype: torch.dtype) -> dict:
+    return {"family": family, "shape": shape, "dtype": dtype_name(dtype), "max_rel_err": None,
+            "worst": None, "tolerance": TOLERANCE[dtype], "ok": False, "error": None}
+
+
+def _compare(row: dict, got: tuple, ref: tuple, names: tuple[str, ...]) -> dict:
+    errs = {n: rel_err(g, r) for n, g, r in zip(names, got, ref)}
+    worst = max(errs, key=errs.get)
+    row.update(max_rel_err=errs[worst], worst=worst, ok=errs[worst] <= row["tolerance"])
+    if not row["ok"]:
+        row["error"] = f"{worst}: max rel err {errs[worst]:.3g} > {row['tolerance']:g}"
+    return row
+
+
+def check_attention(case: AttnCase, device, dtype=torch.bfloat16) -> dict:
+    """Output and q, k, v gradients of the Triton attention against a float64 reference."""
+    from sixn.kernels import attention
+    from sixn.kernels.attention import attention_reference
+    row = _check_row("attention", case.key, dtype)
+    try:
+        gen = torch.Generator(device=device).manual_seed(0)
+        shape = (case.B, case.H, case.T, case.D)
+        q, k, v, do = (torch.randn(shape, device=device, generator=gen).to(dtype) for _ in range(4))
+        ins = [t.clone().requires_grad_() for t in (q, k, v)]
+        out = attention(*ins, causal=case.causal)
+        got = (out, *torch.autograd.grad(out, ins, do))
+        ref_ins = [t.double().requires_grad_() for t in (q, k, v)]
+        ref_out = attention_reference(*ref_ins, causal=case.causal)
+        ref = (ref_out, *torch.autograd.grad(ref_out, ref_ins, do.double()))
+        return _compare(row, got, ref, ("out", "dq", "dk", "dv"))
+    except CASE_ERRORS as e:
+        row["error"] = _first_line(e)[:300]
+        return row
+
+
+def check_mlp(M: int, N: int, K: int, device, dtype=torch.bfloat16) -> dict:
+    """Output and x, weight, bias gradients of the fused linear + GELU against float64."""
+    from sixn.kernels import linear_gelu
+    from sixn.kernels.mlp import linear_gelu_reference
+    row = _check_row("mlp", f"{M}x{N}x{K}", dtype)
+    try:
+        gen = torch.Generator(device=device).manual_seed(0)
+        x = torch.randn(M, K, device=device, generator=gen).to(dtype)
+        w = (torch.randn(N, K, device=device, generator=gen) / K ** 0.5).to(dtype)
+        b = torch.randn(N, device=device, generator=gen).to(dtype)
+        dy = torch.randn(M, N, device=device, generator=gen).to(dtype)
+        ins = [t.clone().requires_grad_() for t in (x, w, b)]
+        y = linear_gelu(*ins)
+        got = (y, *torch.autograd.grad(y, ins, dy))
+        ref_ins = [t.double().requires_grad_() for t in (x, w, b)]
+        ref_y = linear_gelu_reference(*ref_ins)
+        ref = (ref_y, *torch.autograd.grad(ref_y, ref_ins, dy.double()))
+        return _compare(row, got, ref, ("y", "dx", "dw", "db"))
+    except CASE_ERRORS as e:
+        row["error"] = _first_line(e)[:300]
+        return row
+
+
+# ------------------------------------------------------------------------------------------------
+# Running cases one by one: each on its own, written as it comes, within a time budget
+# ------------------------------------------------------------------------------------------------
+
+def _free(device) -> None:
+    gc.collect()
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def run_cases(items: Iterable, measure: Callable, on_rows: Callable[[list[dict]], None],
+              error_rows: Callable[[object, str], list[dict]], label: Callable[[object], str] = str,
+              deadline: float | None = None, device="cpu") -> tuple[list[dict], list[str]]:
+    """measure(item) -> rows for each item in turn; on_rows(rows) as soon as an item is done.
+    Anything an item raises becomes error_rows(item, message) and the next item runs; items not
+    started before `deadline` (time.monotonic()) are skipped. Returns (rows, skipped labels)."""
+    items = list(items)
+    rows: list[dict] = []
+    skipped: list[str] = []
+    for i, item in enumerate(items):
+        if deadline is not None and time.monotonic() > deadline:
+            skipped.append(label(item))
+            continue
+        _progress(f"{i + 1}/{len(items)} {label(item)} ...")
+        try:
+            got = measure(item)
+        except Exception as e:  # one case's failure of any kind must not end the run
+            got = error_rows(item, f"case failed: {_first_line(e)}"[:300])
+        rows += got
+        on_rows(got)
+        _free(device)
+    if skipped:
+        _progress(f"time budget spent: {len(skipped)} cases skipped")
+    return rows, skipped
+
+
+# ------------------------------------------------------------------------------------------------
 # CLI
 # ------------------------------------------------------------------------------------------------
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    ARCHS = aot.ARCHS
+    p.add_argument("--check", action="store_true",
+                   help="correctness only (GPU): the kernels' forward and backward against float64 "
+                        "PyTorch on awkward shapes, bf16 / fp16 / fp32; no timing")
+    p.add_argument("--aot", metavar="ARCH", choices=tuple(ARCHS), default=None,
+                   help=f"no GPU needed: compile every kernel configuration sixn launches for ARCH "
+                        f"({', '.join(ARCHS)}) with Triton's compiler and ptxas; registers, spills, "
+                        f"shared memory per configuration")
+    p.add_argument("--python", metavar="PATH", default=None,
+                   help="--aot: compile with this Python's Triton (another environment)")
+    p.add_argument("--subset", choices=("all", "ci"), default="all",
+                   help="--aot: every configuration (default) or a representative few")
+    p.add_argument("--time-budget", type=argtypes.positive_float, default=None, metavar="S",
+                   help="start no new case after S seconds (the skipped ones are listed)")
     p.add_argument("--family", choices=("all", "attention", "mlp"), default="all")
     p.add_argument("--seq-len", type=argtypes.positive_int, action="append", default=None, metavar="T",
                    help=f"attention sequence length, repeatable (default {', '.join(map(str, SEQ_LENS))})")
@@ -375,8 +537,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="DIR", default=None, type=argtypes.output_dir,
                    help="output folder (default results/kernels/)")
     p.add_argument("--no-plots", action="store_true")
-
-
 def _plan(args) -> dict:
     """The cases the flags describe; CLIError for bad flags."""
     fams = ("attention", "mlp") if args.family == "all" else (args.family,)
@@ -413,54 +573,247 @@ def _plan(args) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.aot and args.check:
+        raise CLIError("--aot and --check are exclusive: --aot compiles offline, --check runs on a GPU")
+    if (args.python or args.subset != "all") and not args.aot:
+        raise CLIError("--python and --subset go with --aot")
+    if args.aot:
+        return _run_aot(args)
     plan = _plan(args)
     if not torch.cuda.is_available():
         raise CLIError("sixn kernels needs a CUDA GPU and torch sees none: kernel TFLOP/s are GPU "
                        "figures, and on a CPU the Triton kernels run only in the interpreter, far too "
                        "slow to time. On a CPU, use `sixn bench --device cpu` (training-step "
-                       "throughput) or `sixn flops --measure interpreter` (the kernels' executed FLOPs)")
-    from sixn.bench.results import append_csv, device_name, provenance, results_root, write_json
+                       "throughput), `sixn flops --measure interpreter` (the kernels' executed FLOPs) "
+                       "or `sixn kernels --aot sm_90` (compile for Hopper offline)")
+    return _run_check(args) if args.check else _run_timing(args, plan)
+
+
+def _deadline(args) -> float | None:
+    return None if args.time_budget is None else time.monotonic() + args.time_budget
+
+
+def _out_dir(args) -> Path:
+    from sixn.bench.results import results_root
+    return Path(args.out) if args.out else results_root() / "kernels"
+
+
+def _run_timing(args, plan: dict) -> int:
+    from sixn.bench.results import append_csv, device_name, provenance, write_json
     from sixn.bench.roofs import measure_roofs
     dev = torch.device("cuda")
     dtype = DTYPES[args.dtype]
     name = device_name(dev)
     prov = provenance(dev)
-    out_dir = Path(args.out) if args.out else results_root() / "kernels"
-    rows: list[dict] = []
-    n = len(plan["attention"]) + len(plan["mlp"])
-    i = 0
-    for case in plan["attention"]:
-        i += 1
-        _progress(f"{i}/{n} attention {case.key} ...")
-        rows += measure_attention(case, plan["attn_providers"], dev, dtype, plan["attn_modes"],
-                                  args.rep_ms, name)
-        _summary_line(rows[-len(plan["attn_providers"]) * len(plan["attn_modes"]):])
-        gc.collect()
-        torch.cuda.empty_cache()
-    for M, N, K in plan["mlp"]:
-        i += 1
-        _progress(f"{i}/{n} mlp {M}x{N}x{K} ...")
-        rows += measure_mlp(M, N, K, plan["mlp_providers"], dev, dtype, plan["mlp_modes"],
-                            args.rep_ms, name)
-        _summary_line(rows[-len(plan["mlp_providers"]) * len(plan["mlp_modes"]):])
-        gc.collect()
-        torch.cuda.empty_cache()
+    out_dir = _out_dir(args)
+    deadline = _deadline(args)
     _progress("measuring roofs for the roofline ...")
     roofs = measure_roofs(dev)
-    ratio_rows = ratios(rows)
-    append_csv(out_dir / "kernels.csv", rows, prov)
-    write_json(out_dir / "kernels.json", {"device": name, "dtype": dtype_name(dtype), "rows": rows,
-                                          "ratios": ratio_rows, "roofs": roofs.to_dict()}, prov)
-    if not args.no_plots:
+    done: list[dict] = []
+
+    def summary(complete: bool, skipped: list[str]) -> dict:
+        return {"device": name, "dtype": dtype_name(dtype), "rows": done, "ratios": ratios(done),
+                "roofs": roofs.to_dict(), "complete": complete, "skipped_cases": skipped}
+
+    def on_rows(new: list[dict]) -> None:
+        done.extend(new)
+        append_csv(out_dir / "kernels.csv", new, prov)
+        write_json(out_dir / "kernels.json", summary(False, []), prov)
+        _summary_line(new)
+
+    items = [("attention", c) for c in plan["attention"]] + [("mlp", mnk) for mnk in plan["mlp"]]
+
+    def label(item) -> str:
+        fam, c = item
+        return f"attention {c.key}" if fam == "attention" else "mlp {}x{}x{}".format(*c)
+
+    def measure(item) -> list[dict]:
+        fam, c = item
+        if fam == "attention":
+            return measure_attention(c, plan["attn_providers"], dev, dtype, plan["attn_modes"],
+                                     args.rep_ms, name)
+        return measure_mlp(*c, plan["mlp_providers"], dev, dtype, plan["mlp_modes"], args.rep_ms, name)
+
+    def error_rows(item, msg: str) -> list[dict]:
+        fam, c = item
+        provs, modes = ((plan["attn_providers"], plan["attn_modes"]) if fam == "attention"
+                        else (plan["mlp_providers"], plan["mlp_modes"]))
+        shape = c.key if fam == "attention" else "{}x{}x{}".format(*c)
+        return [{**_base_row(fam, p, m, shape, name, dtype), "error": msg} for p in provs for m in modes]
+
+    rows, skipped = run_cases(items, measure, on_rows, error_rows, label, deadline, dev)
+    write_json(out_dir / "kernels.json", summary(True, skipped), prov)
+    if not args.no_plots and rows:
         _plots(rows, roofs, out_dir)
     if args.json:
         print(json.dumps([{**r, **prov, "device": r["device"]} for r in rows], indent=1))
     else:
         print(f"sixn kernels on {name}, {dtype_name(dtype)}; roofs: GEMM "
               f"{roofs.gemm_flops_per_s / 1e12:.4g} TFLOP/s, copy {roofs.bandwidth_bytes_per_s / 1e9:.4g} GB/s\n")
-        print(format_table(rows, ratio_rows))
+        print(format_table(rows, ratios(rows)))
+        if skipped:
+            print(f"\ntime budget spent: {len(skipped)} cases not run: {', '.join(skipped)}")
         print(f"\nrows appended to {out_dir / 'kernels.csv'}; summary {out_dir / 'kernels.json'}")
     return 0
+
+
+def _run_check(args) -> int:
+    from sixn.bench.results import device_name, provenance, write_csv, write_json
+    dev = torch.device("cuda")
+    prov = provenance(dev)
+    out_dir = _out_dir(args)
+    items = ([("attention", c, dt) for dt in CHECK_DTYPES for c in CHECK_ATTENTION]
+             + [("mlp", mnk, dt) for dt in CHECK_DTYPES for mnk in CHECK_MLP])
+    done: list[dict] = []
+
+    def summary(complete: bool, skipped: list[str]) -> dict:
+        return {"device": device_name(dev), "rows": done, "all_ok": all(r["ok"] for r in done),
+                "complete": complete, "skipped_cases": skipped}
+
+    def on_rows(new: list[dict]) -> None:
+        done.extend(new)
+        write_csv(out_dir / "check.csv", done, prov)
+        write_json(out_dir / "check.json", summary(False, []), prov)
+        for r in new:
+            _progress(f"   {'ok' if r['ok'] else 'FAILED'} max rel err "
+                      f"{'-' if r['max_rel_err'] is None else format(r['max_rel_err'], '.2e')}"
+                      + (f" ({r['error']})" if r["error"] else ""))
+
+    def label(item) -> str:
+        fam, c, dt = item
+        return f"{fam} {dt} " + (c.key if fam == "attention" else "{}x{}x{}".format(*c))
+
+    def measure(item) -> list[dict]:
+        fam, c, dt = item
+        if fam == "attention":
+            return [check_attention(c, dev, DTYPES[dt])]
+        return [check_mlp(*c, dev, DTYPES[dt])]
+
+    def error_rows(item, msg: str) -> list[dict]:
+        fam, c, dt = item
+        shape = c.key if fam == "attention" else "{}x{}x{}".format(*c)
+        return [{**_check_row(fam, shape, DTYPES[dt]), "error": msg}]
+
+    rows, skipped = run_cases(items, measure, on_rows, error_rows, label, _deadline(args), dev)
+    write_json(out_dir / "check.json", summary(True, skipped), prov)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        print(format_check(rows, skipped))
+        print(f"\nrows written to {out_dir / 'check.csv'}; summary {out_dir / 'check.json'}")
+    return 0 if rows and all(r["ok"] for r in rows) else 1
+
+
+def format_check(rows: list[dict], skipped: list[str]) -> str:
+    lines = [f"{'family':<9} {'dtype':<9} {'case':<30} {'max rel err':>11} {'tol':>7}  result"]
+    for r in rows:
+        err = "-" if r["max_rel_err"] is None else f"{r['max_rel_err']:.2e}"
+        lines.append(f"{r['family']:<9} {r['dtype']:<9} {r['shape']:<30} {err:>11} {r['tolerance']:>7g}  "
+                     + ("ok" if r["ok"] else f"FAILED: {r['error']}"))
+    n_ok = sum(r["ok"] for r in rows)
+    lines.append(f"{n_ok} of {len(rows)} checks passed (output and every gradient against float64 "
+                 f"PyTorch, max |error| / max |reference|)"
+                 + (f"; {len(skipped)} not run: time budget spent" if skipped else ""))
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------
+# --aot: the offline compile
+# ------------------------------------------------------------------------------------------------
+
+AOT_COLUMNS = ("kernel", "config", "dtype", "shape_class", "ok", "registers", "spill_bytes",
+               "shared_bytes", "warps", "stages")
+
+
+def aot_summary(info: dict, rows: list[dict], complete: bool) -> dict:
+    """The offline compile's verdict over its rows (and which launched kernels no case reached)."""
+    compiled = [r for r in rows if r.get("registers") is not None]
+    missing = sorted(set(info.get("launched_kernels", [])) - set(info.get("recorded_kernels", [])))
+    return {
+        "arch": info.get("arch"), "triton": info.get("triton"), "ptxas": info.get("ptxas_version"),
+        "subset": info.get("subset"), "complete": complete, "configurations": len(rows),
+        "all_ok": bool(rows) and all(r["ok"] for r in rows),
+        "failed": [f"{r['kernel']} {r.get('config') or ''} ({r.get('cases')}): {r['error']}"
+                   for r in rows if not r["ok"]],
+        "spilling": [f"{r['kernel']} {r['dtype']} {r['shape_class']}: {r['spill_bytes']} B"
+                     for r in compiled if r["spill_bytes"]],
+        "max_spill_bytes": max((r["spill_bytes"] for r in compiled), default=None),
+        "max_registers": max((r["registers"] for r in compiled), default=None),
+        "max_shared_bytes": max((r["shared_bytes"] for r in compiled), default=None),
+        "shared_limit": rows[0]["shared_limit"] if rows else None,
+        "kernels_not_covered": missing, "rows": rows,
+    }
+
+
+def format_aot(summary: dict) -> str:
+    hdr = (f"{'kernel':<21} {'dtype':<5} {'shape class':<18} {'ok':<3} {'regs':>4} {'spill B':>7} "
+           f"{'shared KiB':>10} {'warps':>5} {'stages':>6}  config")
+    lines = [f"offline compile for {summary['arch']}: triton {summary['triton']}, ptxas "
+             f"{summary['ptxas']}", "", hdr, "-" * len(hdr)]
+    for r in summary["rows"]:
+        if r.get("registers") is None:
+            lines.append(f"{r['kernel']:<21} {r.get('dtype') or '-':<5} {r.get('shape_class') or '-':<18} "
+                         f"no  error: {r['error']}")
+            continue
+        lines.append(f"{r['kernel']:<21} {r['dtype']:<5} {r['shape_class'][:18]:<18} "
+                     f"{'yes' if r['ok'] else 'NO':<3} {r['registers']:>4} {r['spill_bytes']:>7} "
+                     f"{r['shared_bytes'] / 1024:>10.1f} {r['warps']:>5} {r['stages']:>6}  {r['config']}")
+    lines.append("")
+    lines.append(f"{summary['configurations']} configurations: "
+                 + ("all compiled" if summary["all_ok"] else f"{len(summary['failed'])} FAILED")
+                 + f", {len(summary['spilling'])} with spills (max {summary['max_spill_bytes']} B), "
+                   f"max {summary['max_registers']} registers, max shared "
+                   f"{(summary['max_shared_bytes'] or 0) / 1024:.1f} KiB of "
+                   f"{(summary['shared_limit'] or 0) / 1024:.0f} KiB")
+    if summary["kernels_not_covered"]:
+        lines.append("launched kernels no case compiled: " + ", ".join(summary["kernels_not_covered"]))
+    for f in summary["failed"]:
+        lines.append(f"FAILED: {f}")
+    for f in summary["spilling"]:
+        lines.append(f"spills: {f}")
+    return "\n".join(lines)
+
+
+def _run_aot(args) -> int:
+    from sixn.bench.results import provenance, write_csv, write_json
+    out_dir = _out_dir(args)
+    prov = provenance("cpu", command=None)
+    state: dict = {"info": {}, "rows": [], "stem": None}
+
+    def stem() -> Path:
+        ver = state["info"].get("triton", "unknown")
+        return out_dir / f"aot-{args.aot}-triton-{ver}"
+
+    def on_info(info: dict) -> None:
+        state["info"] = info
+        prov["triton"] = info.get("triton", prov["triton"])  # the compiling Triton, maybe another's
+        _progress(f"compiling for {args.aot} with triton {info.get('triton')} "
+                  f"({info.get('ptxas_version')}); {info.get('cases')} cases ...")
+
+    def on_row(row: dict) -> None:
+        state["rows"].append(row)
+        write_csv(stem().with_suffix(".csv"), state["rows"], prov)
+        spill = "" if not row.get("spill_bytes") else f", SPILLS {row['spill_bytes']} B"
+        _progress(f"{len(state['rows'])}: {row['kernel']} {row.get('dtype')} {row.get('shape_class')}: "
+                  + (f"{row['registers']} regs, {row['shared_bytes']} B shared{spill}" if row["ok"]
+                     else f"FAILED {row['error']}"))
+
+    try:
+        info, rows = aot.run_child(args.aot, args.subset, python=args.python, on_row=on_row,
+                                   on_info=on_info)
+    except (OSError, ValueError) as e:
+        raise CLIError(f"--aot: {e}") from None
+    if not info:
+        raise CLIError(f"--aot: the compile process reported nothing: "
+                       f"{rows[-1]['error'] if rows else 'no output'}")
+    summary = aot_summary(info, rows, complete=True)
+    write_json(stem().with_suffix(".json"), summary, prov)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        print(format_aot(summary))
+        print(f"\nrows: {stem().with_suffix('.csv')}; summary {stem().with_suffix('.json')}")
+    return 0 if summary["all_ok"] and not summary["kernels_not_covered"] else 1
 
 
 def _summary_line(rows: list[dict]) -> None:

@@ -193,7 +193,7 @@ def _ncu_self_check(out: Path, prov: dict) -> dict:
 def run_validate(grid=None, counter: str = "dispatch", device: str | None = None,
                  out_dir: str | Path | None = None, quick: bool = False, backend: str | None = None,
                  batch: int = 1, dtype: str | None = None, plots: bool = True,
-                 progress=True) -> dict:
+                 progress=True, deadline: float | None = None) -> dict:
     """Count one training step of every shape of `grid`, write CSV/JSON/raw outputs and plots
     under out_dir (default results/validate/<device>), and return the study as a dict.
     progress: True for a line per shape on stderr, a file to write them to, or None for none.
@@ -201,7 +201,8 @@ def run_validate(grid=None, counter: str = "dispatch", device: str | None = None
     validate.csv and validate.json are rewritten after every shape ("complete": false until the
     last), so an interrupted study keeps what it counted. With the ncu counter the GEMM self-check
     runs first (its CSV kept as gemm_self_check.csv); a shape whose count ncu refuses is listed
-    under "refused" with its raw CSV kept (refused_<shape>.csv) and the study goes on."""
+    under "refused" with its raw CSV kept (refused_<shape>.csv) and the study goes on. Shapes not
+    started before `deadline` (time.monotonic()) are listed under "skipped_shapes"."""
     from sixn.bench import counters
     from sixn.bench.results import (atomic_write_text, device_slug, provenance, results_root,
                                     write_csv, write_json)
@@ -221,7 +222,7 @@ def run_validate(grid=None, counter: str = "dispatch", device: str | None = None
     if progress is True:
         progress = sys.stderr
     self_check = _ncu_self_check(out, prov) if counter == "ncu" else None
-    rows, files, refused = [], [], []
+    rows, files, refused, skipped = [], [], [], []
     head = {"counter": counter, "backend": backend, "device": run_device, "batch": batch}
     if self_check is not None:
         head["gemm_self_check"] = {k: v for k, v in self_check.items() if k != "csv"}
@@ -229,6 +230,9 @@ def run_validate(grid=None, counter: str = "dispatch", device: str | None = None
     for i, cfg in enumerate(shapes):
         t0 = time.perf_counter()
         name = shape_name(cfg)
+        if deadline is not None and time.monotonic() > deadline:
+            skipped.append(name)
+            continue
         try:
             sc = counters.count_step(cfg, batch, cfg.n_ctx, counter=counter, backend=backend,
                                      device=device, dtype=dtype, ncu_self_check=self_check)
@@ -256,8 +260,8 @@ def run_validate(grid=None, counter: str = "dispatch", device: str | None = None
     if not rows:
         raise counters.CounterError("every count was refused: " + "; ".join(
             f"{r['shape']}: {r['reason']}" for r in refused))
-    result = {**head, **study_summary(rows, True), "refused": refused,
-              "seconds": round(time.perf_counter() - t_all, 3)}
+    result = {**head, **study_summary(rows, not skipped), "refused": refused,
+              "skipped_shapes": skipped, "seconds": round(time.perf_counter() - t_all, 3)}
     csv_path = write_csv(out / "validate.csv", rows, prov)
     if plots:
         from sixn.bench.validate_plots import plot_all
@@ -405,6 +409,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="output folder (default results/validate/<device>)")
     p.add_argument("--no-plots", action="store_true", help="skip the plots")
     p.add_argument("--json", action="store_true", help="print the study as JSON")
+    p.add_argument("--time-budget", type=argtypes.positive_float, default=None, metavar="S",
+                   help="count no new shape after S seconds (the skipped ones are listed)")
     p.add_argument("--record-fixtures", metavar="DIR", default=None,
                    help="ncu only: afterwards copy the recorded ncu CSVs (self-check and each shape) "
                         "into DIR (tests/data) for the CPU tests of the parser")
@@ -434,6 +440,8 @@ def format_study(res: dict) -> str:
             + f" (+{len(res['files']) - 2} raw outputs and plots)"]
     for r in res.get("refused", []):
         out.append(f"REFUSED {r['shape']}: {r['reason']} (raw CSV kept: {r['csv_file']})")
+    if res.get("skipped_shapes"):
+        out.append(f"not counted (time budget spent): {', '.join(res['skipped_shapes'])}")
     return "\n".join(out)
 
 
@@ -454,7 +462,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         res = run_validate(grid, args.counter, args.device, args.out, quick=args.quick,
                            backend=args.backend, batch=args.batch, dtype=args.dtype,
-                           plots=not args.no_plots)
+                           plots=not args.no_plots,
+                           deadline=None if args.time_budget is None else time.monotonic() + args.time_budget)
     except (counters.CounterError, ValueError) as e:
         raise CLIError(str(e)) from None
     if args.json:

@@ -32,6 +32,7 @@ import json
 import math
 import re
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -367,9 +368,11 @@ def collect(sweep_dir: Path, runs: list[RunSpec], prov: dict | None = None) -> t
 
 def run_sweep(plan: SweepPlan | str | None = None, out_dir: str | Path | None = None,
               device: str | None = None, quick: bool = False, progress: bool = True,
-              fit: bool = True, threads: int | None = None) -> Path:
+              fit: bool = True, threads: int | None = None, deadline: float | None = None) -> Path:
     """Run (or resume) every run of `plan` and write curves.csv, summary.csv, experiments.json,
     then the fits and plots (scaling.sweep_fits, scaling.plots). Returns the folder.
+    deadline (time.monotonic()): runs not started by then are left for a resume and listed in
+    not_run.json; the fits use the runs that finished.
 
     plan: a SweepPlan, a preset-set name ("cpu" / "gpu") or None for this device's default.
     threads: torch CPU threads while it runs (default 1 on the CPU: the ladder's small matmuls
@@ -379,13 +382,14 @@ def run_sweep(plan: SweepPlan | str | None = None, out_dir: str | Path | None = 
         saved = torch.get_num_threads()
         torch.set_num_threads(threads or 1)
         try:
-            return _run_sweep(plan, out_dir, dev, quick, progress, fit)
+            return _run_sweep(plan, out_dir, dev, quick, progress, fit, deadline)
         finally:
             torch.set_num_threads(saved)
-    return _run_sweep(plan, out_dir, dev, quick, progress, fit)
+    return _run_sweep(plan, out_dir, dev, quick, progress, fit, deadline)
 
 
-def _run_sweep(plan, out_dir, dev: str, quick: bool, progress: bool, fit: bool) -> Path:
+def _run_sweep(plan, out_dir, dev: str, quick: bool, progress: bool, fit: bool,
+               deadline: float | None = None) -> Path:
     if plan is None:
         plan = default_plan(dev, quick=quick)
     elif isinstance(plan, str):
@@ -402,6 +406,7 @@ def _run_sweep(plan, out_dir, dev: str, quick: bool, progress: bool, fit: bool) 
 
     bar = Progress({r.name: r.cost for r in runs}, enabled=progress)
     diverged: list[str] = []
+    not_run: list[str] = []
     try:
         for i, r in enumerate(runs, 1):
             rd = sweep_dir / "runs" / r.name
@@ -409,6 +414,9 @@ def _run_sweep(plan, out_dir, dev: str, quick: bool, progress: bool, fit: bool) 
                 bar.start_run(r.name, i, skipped=True)
                 if (rd / "diverged.json").exists():
                     diverged.append(r.name)
+                continue
+            if deadline is not None and time.monotonic() > deadline:
+                not_run.append(r.name)
                 continue
             bar.start_run(r.name, i)
             try:
@@ -422,6 +430,12 @@ def _run_sweep(plan, out_dir, dev: str, quick: bool, progress: bool, fit: bool) 
     finally:
         bar.close()
     collect(sweep_dir, runs, prov)
+    if not_run:
+        write_json(sweep_dir / "not_run.json", {"runs": not_run, "reason": "time budget spent"}, prov)
+        print(f"sixn scale: time budget spent: {len(not_run)} runs not started ({', '.join(not_run)}); "
+              f"rerun without --time-budget to finish them", file=sys.stderr)
+    else:
+        (sweep_dir / "not_run.json").unlink(missing_ok=True)
     from .experiments import write_experiments
     write_experiments(sweep_dir)
     if fit:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from sixn.bench import argtypes
@@ -55,6 +56,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-fit", action="store_true", help="skip the fits and plots at the end")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--status", action="store_true", help="show the sweep folder's state and exit")
+    p.add_argument("--time-budget", type=argtypes.positive_float, default=None, metavar="S",
+                   help="start no new run after S seconds; the rest wait for a resume")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
@@ -91,7 +94,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise CLIError(str(e)) from None
     try:
+        deadline = None if args.time_budget is None else time.monotonic() + args.time_budget
         sweep_dir = sw.run_sweep(plan, out, device, quick=args.quick, progress=not args.no_progress,
+                                 deadline=deadline,
                                  fit=not args.no_fit, threads=args.threads)
     except ValueError as e:
         raise CLIError(str(e)) from None

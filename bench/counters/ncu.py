@@ -150,7 +150,7 @@ def ncu_path() -> str:
         "Nsight Compute (ncu) is not installed or not on PATH, so the ncu counter cannot run. "
         "Install Nsight Compute (it ships with the CUDA toolkit as bin/ncu, or as the "
         "nsight-compute package), put it on PATH or set SIXN_NCU=/path/to/ncu; or use "
-        "--measure dispatch / interpreter, which need no GPU tools.")
+        "the dispatch or interpreter counter, which need no GPU tools.")
 
 
 def check_environment() -> str:

@@ -92,6 +92,8 @@ def fake_ncu(tmp_path, monkeypatch):
     monkeypatch.setenv("SIXN_NCU", str(script))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(ncu, "_chip_name", lambda: "gh100")
+    from sixn.model import memory
+    monkeypatch.setattr(memory, "free_memory", lambda device: 80 * 2**30)  # the stand-in GPU's
 
     def setup(child: str, csv_text: str | None = None, log: str = "==PROF== Disconnected\n"):
         (folder / f"{child}.log").write_text(log)

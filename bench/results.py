@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import io
 import json
 import math
 import numbers
@@ -18,12 +19,15 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
 import torch
+
+from .errors import CorruptFile
 
 PROVENANCE_FIELDS = ("device", "driver", "torch", "triton", "python", "git_commit", "command", "date")
 
@@ -129,6 +133,57 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
+def clean_stale_temps(folder: str | Path, max_age_s: float = 3600.0) -> list[Path]:
+    """Remove the temporary files atomic_path leaves behind when a process is killed mid-write
+    (`.<name>.<random>.tmp`) that are older than max_age_s (a live writer's are seconds old);
+    returns those removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    now, gone = time.time(), []
+    for p in folder.glob(".*.tmp"):
+        try:
+            if p.is_file() and now - p.stat().st_mtime > max_age_s:
+                p.unlink()
+                gone.append(p)
+        except FileNotFoundError:  # another process removed it first
+            continue
+    return gone
+
+
+def read_json(path: str | Path, *, what: str, remedy: str,
+              required: dict[str, type | tuple[type, ...]] | None = None) -> dict:
+    """A JSON object sixn wrote, checked: CorruptFile (naming the file, what is wrong and `remedy`)
+    when it is not valid JSON, not an object, or lacks a `required` key of the given type(s).
+    OSError (a missing or unreadable file) is left to the caller."""
+    path = Path(path)
+    raw = path.read_bytes()
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise CorruptFile(path, f"{what} is not UTF-8 text", remedy) from None
+    except json.JSONDecodeError as e:
+        problem = ("is empty" if not raw.strip() else
+                   f"is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})")
+        raise CorruptFile(path, f"{what} {problem}", remedy) from None
+    if not isinstance(obj, dict):
+        raise CorruptFile(path, f"{what} is not a JSON object (it holds a {type(obj).__name__})",
+                          remedy)
+    for key, types in (required or {}).items():
+        if key not in obj:
+            raise CorruptFile(path, f"{what} has no {key!r} entry", remedy)
+        v = obj[key]
+        ok = isinstance(v, types) and not (isinstance(v, bool) and bool not in _as_tuple(types))
+        if not ok:
+            names = " or ".join(t.__name__ for t in _as_tuple(types))
+            raise CorruptFile(path, f"{what}: {key!r} should be {names}, it is {v!r:.60}", remedy)
+    return obj
+
+
+def _as_tuple(types) -> tuple:
+    return types if isinstance(types, tuple) else (types,)
+
+
 def write_json(path: str | Path, obj: Any, prov: dict | None = None) -> Path:
     """JSON with a "provenance" key (added when obj is a dict and has none)."""
     if isinstance(obj, dict) and "provenance" not in obj:
@@ -170,10 +225,19 @@ def read_table(path: str | Path, text: bool = False) -> pd.DataFrame:
     path = Path(path)
     if not path.exists() or path.stat().st_size == 0:
         return pd.DataFrame()
+    return _parse_table(path, text)
+
+
+def parse_table(text: str, as_text: bool = False) -> pd.DataFrame:
+    """A CSV held in a string, typed as read_table types a file."""
+    return _parse_table(io.StringIO(text), as_text)
+
+
+def _parse_table(source, text: bool) -> pd.DataFrame:
     try:
         if text:
-            return pd.read_csv(path, dtype=str, keep_default_na=False)
-        return pd.read_csv(path, dtype={k: str for k in PROVENANCE_FIELDS},
+            return pd.read_csv(source, dtype=str, keep_default_na=False)
+        return pd.read_csv(source, dtype={k: str for k in PROVENANCE_FIELDS},
                            dtype_backend="numpy_nullable")
     except pd.errors.EmptyDataError:  # blank lines only
         return pd.DataFrame()

@@ -19,7 +19,12 @@ Gradient noise: every `noise_interval` steps the step's batch is run as `noise_m
 micro-batches whose gradients give B_simple (scaling.noise) at no extra FLOPs.
 
 A non-finite loss stops the run with TrainingDiverged: the log and the last good checkpoint stay,
-and <run>/diverged.json says where and why.
+and <run>/diverged.json says where and why. So does a run whose final validation loss is worse
+than a uniform guess over the vocabulary (ln n_vocab): it learnt nothing usable and is not done.
+
+Resume reads the run's files back checked (scaling.runstate): a torn last log line (a kill during
+an append) is dropped with a notice; any other damage is a CorruptFile naming the file, and
+train(repair=True) sets the run's files aside and trains it again from step 0.
 
 Data parallelism (World): under torch.distributed (torchrun) the run's global batch is split over
 the ranks and DDP averages the gradients; the rows, compute columns (counted once per step for the
@@ -31,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import statistics
 import time
@@ -42,14 +46,16 @@ from typing import Callable
 import torch
 
 from sixn.bench.counters import CounterError, count_step
-from sixn.bench.results import (append_csv, atomic_path, provenance, read_csv_rows, write_csv_rows,
-                              write_json)
+from sixn.bench.errors import CorruptFile
+from sixn.bench.results import (append_csv, atomic_path, clean_stale_temps, provenance, read_csv_rows,
+                              write_csv_rows, write_json)
 from sixn.kernels.runtime import DTYPES, SUPPORTED_DTYPES, dtype_name
 from sixn.model.config import GPTConfig, dataclass_from_dict
 from sixn.model.flops import param_counts, flops_per_token, pf_days
 from sixn.model.gpt import GPT
 from sixn.model.memory import bytes_per_activation, check_training_memory
 
+from . import runstate
 from .data import Corpus
 from .noise import NoiseScale, flat_grad, set_flat_grad
 
@@ -198,8 +204,9 @@ def save_checkpoint(path: Path, state: dict) -> None:
         torch.save(state, tmp)
 
 
-def load_checkpoint(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+def load_checkpoint(path: Path, total_steps: int | None = None) -> dict:
+    """The checkpoint, loaded with weights_only=True and checked (scaling.runstate)."""
+    return runstate.load_checkpoint(path, total_steps)
 
 
 # --------------------------------------------------------------------------------------------
@@ -275,7 +282,7 @@ def _check_compatible(run_dir: Path, meta: dict) -> None:
     path = run_dir / "config.json"
     if not path.exists():
         return
-    old = json.loads(path.read_text())
+    old = runstate.read_config(path)
     diffs = [k for k in ("model", "train", "corpus_fingerprint", "transfer_fingerprint", "kind")
              if old.get(k) != meta.get(k)]
     if diffs:
@@ -344,7 +351,8 @@ def train(cfg: GPTConfig, tcfg: TrainConfig, corpus: Corpus, run_dir: str | Path
           measured_step_flops: int | None | str = "auto",
           callback: Callable[[int, torch.nn.Module, torch.optim.Optimizer], None] | None = None,
           progress: Callable[[str, int, int, dict | None], None] | None = None,
-          extra_meta: dict | None = None, world: World | None = None) -> RunResult:
+          extra_meta: dict | None = None, world: World | None = None,
+          repair: bool = False) -> RunResult:
     """Train (or resume) one run in `run_dir`; returns when it is done.
 
     The steps, each a method of _Run: check the arguments, write config.json (with the measured
@@ -354,14 +362,41 @@ def train(cfg: GPTConfig, tcfg: TrainConfig, corpus: Corpus, run_dir: str | Path
     done.json. world: the data-parallel group (default: torch.distributed's when it is
     initialised, else one process).
 
+    The run's files are read back checked (scaling.runstate): a damaged config.json, checkpoint
+    or log is a CorruptFile naming the file; with repair=True the run's files are set aside in
+    <run>/corrupt-<time>/ instead and the run trains again from step 0.
+
     callback(step, model, optimizer) runs after every optimizer step (tests use it to interrupt
     a run); progress(name, step, total_steps, row) after every step, row set at evaluations."""
-    run = _Run(cfg, tcfg, corpus, Path(run_dir), transfer=transfer, name=name, kind=kind,
-               world=world or World.current())
-    run.write_config(measured_step_flops, extra_meta)
-    run.build()
-    run.resume()
+    world = world or World.current()
+
+    def start() -> _Run:
+        run = _Run(cfg, tcfg, corpus, Path(run_dir), transfer=transfer, name=name, kind=kind,
+                   world=world)
+        run.write_config(measured_step_flops, extra_meta)
+        run.build()
+        run.resume()
+        return run
+
+    try:
+        run = start()
+    except CorruptFile as e:
+        if not repair:
+            raise
+        world.barrier()  # every rank has read the files before rank 0 moves them
+        if world.is_main:
+            runstate.set_aside(run_dir, str(e))
+        world.barrier()
+        run = start()
     return run.loop(callback, progress)
+
+
+def _notice(message: str) -> None:
+    runstate.notice(message)
+
+
+def _quiet(message: str) -> None:
+    return None
 
 
 class _Run:
@@ -385,6 +420,7 @@ class _Run:
         # what the checkpoint holds besides the model, optimizer and RNG states
         self.step, self.elapsed, self.best, self.bad_evals = 0, 0.0, math.inf, 0
         self.step_saved = 0
+        self.last_val = math.nan   # the last validation loss (the uniform-guess check)
         self.rows: list[dict] = []
         self.train_losses: list[torch.Tensor] = []
 
@@ -427,7 +463,8 @@ class _Run:
         _check_compatible(self.run_dir, self.meta)
         if not self.world.is_main:
             return
-        old = json.loads(self.cfg_path.read_text()) if self.cfg_path.exists() else {}
+        clean_stale_temps(self.run_dir)
+        old = runstate.read_config(self.cfg_path) if self.cfg_path.exists() else {}
         if measured_step_flops == "auto":
             if "measured_step_flops" in old:
                 measured_step_flops, how = old["measured_step_flops"], old.get("measured_how", "")
@@ -468,21 +505,31 @@ class _Run:
         """Load the checkpoint (every rank), cut the log back to its step (rank 0), then wrap the
         model for data parallelism: DDP's constructor is the first collective, so no rank can
         write a new checkpoint before every rank has read this one."""
-        fieldnames, rows = read_csv_rows(self.log_path)
-        if self.ckpt_path.exists():
-            ck = load_checkpoint(self.ckpt_path)
-            self.model.load_state_dict(ck["model"])
-            self.opt.load_state_dict(ck["optim"])
-            self.gen.set_state(ck["gen_state"])
-            torch.set_rng_state(ck["torch_rng"])
+        tcfg, path = self.tcfg, self.ckpt_path
+        torn = runstate.has_torn_tail(self.log_path)
+        fieldnames, rows = runstate.read_log(self.log_path,
+                                             say=_notice if self.world.is_main else _quiet)
+        if path.exists():
+            ck = load_checkpoint(path, tcfg.total_steps)
+            runstate.restore(path, "model", lambda: self.model.load_state_dict(ck["model"]))
+            runstate.restore(path, "optimizer state", lambda: self.opt.load_state_dict(ck["optim"]))
+            runstate.restore(path, "sampler state", lambda: self.gen.set_state(ck["gen_state"]))
+            runstate.restore(path, "RNG state", lambda: torch.set_rng_state(ck["torch_rng"]))
             if self.device.type == "cuda" and ck.get("cuda_rng") is not None:
                 torch.cuda.set_rng_state(ck["cuda_rng"], self.device)
-            self.noise.load_state_dict(ck["noise"])
+            runstate.restore(path, "noise state", lambda: self.noise.load_state_dict(ck["noise"]))
             self.step, self.elapsed = ck["step"], ck["elapsed_s"]
             self.best, self.bad_evals = ck["best_val"], ck["bad_evals"]
+            self.last_val = ck.get("last_val", math.nan)
+        # the log must hold every evaluation up to the checkpoint; rows after it are dropped
+        runstate.check_log_steps(self.log_path, rows, tcfg.eval_interval, tcfg.total_steps,
+                                 self.step, f"the checkpoint ({path.name})")
         kept = [r for r in rows if int(r["step"]) <= self.step]
-        if len(kept) != len(rows) and self.world.is_main:
-            write_csv_rows(self.log_path, fieldnames, kept)
+        if (torn or len(kept) != len(rows)) and self.world.is_main:
+            if fieldnames:   # a torn line dropped: the next append starts on a line of its own
+                write_csv_rows(self.log_path, fieldnames, kept)
+            else:
+                self.log_path.unlink()
         self.rows = kept
         self.step_saved = self.step
         if self.world.size > 1:
@@ -566,6 +613,7 @@ class _Run:
         if self.world.is_main:
             write_json(self.run_dir / "diverged.json", {"run": self.name, "step": at_step,
                                                         "loss": str(value), "lr": lr,
+                                                        "reason": "non_finite_loss",
                                                         "message": msg}, self.prov)
         raise TrainingDiverged(msg, at_step, value, self.run_dir)
 
@@ -576,6 +624,7 @@ class _Run:
         tcfg, seed = self.tcfg, eval_seed(self.tcfg)
         val = evaluate(self.model, self.data, "val", tcfg, seed, self.world)
         self.nan_guard(val, self.step, lr)
+        self.last_val = val
         tr = None if self.transfer is None else evaluate(self.model, self.transfer, "val", tcfg,
                                                          seed, self.world)
         self.elapsed = time.perf_counter() - t0
@@ -608,7 +657,7 @@ class _Run:
                 "gen_state": self.gen.get_state(), "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
                 "noise": self.noise.state_dict(), "elapsed_s": self.elapsed, "best_val": self.best,
-                "bad_evals": self.bad_evals})
+                "bad_evals": self.bad_evals, "last_val": self.last_val})
         self.step_saved = self.step
 
     def stop_early(self) -> bool:
@@ -640,8 +689,27 @@ class _Run:
                 progress(self.name, self.step, total_steps, row)
         return self.finish(status)
 
+    def uniform_guard(self) -> None:
+        """A run that ends worse than a uniform guess over the vocabulary (loss ln n_vocab) learnt
+        nothing usable: it is recorded as diverged (diverged.json, TrainingDiverged), not done."""
+        uniform = math.log(self.cfg.n_vocab)
+        if not self.last_val > uniform:  # NaN (an old checkpoint without it) passes
+            return
+        msg = (f"run {self.name}: the final validation loss {self.last_val:.4g} at step {self.step} "
+               f"is worse than a uniform guess over the {self.cfg.n_vocab} tokens (ln "
+               f"{self.cfg.n_vocab} = {uniform:.4g}): the run learnt nothing usable and is left out "
+               f"of the fits. Lower the learning rate or raise the warm-up.")
+        if self.world.is_main:
+            write_json(self.run_dir / "diverged.json", {
+                "run": self.name, "step": self.step, "loss": self.last_val, "lr": lr_at(
+                    max(0, self.step - 1), self.tcfg), "reason": "worse_than_uniform",
+                "uniform_loss": uniform, "message": msg}, self.prov)
+        raise TrainingDiverged(msg, self.step, self.last_val, self.run_dir)
+
     def finish(self, status: str) -> RunResult:
-        """done.json from the log's rows (rank 0); every rank returns once it is written."""
+        """done.json from the log's rows (rank 0); every rank returns once it is written. A run
+        that ends worse than the uniform guess is diverged instead (uniform_guard)."""
+        self.uniform_guard()
         summary: dict = {}
         if self.world.is_main:
             summary = summarize(self.rows, status=status, corpus_fingerprint=self.corpus.fingerprint)

@@ -1,0 +1,322 @@
+"""Fault injection: what a kill, a torn append or damage from outside leaves in a run folder, and what
+sixn makes of it. A torn last log line is dropped with a notice and the resumed run equals an
+uninterrupted one; any other damage is a CorruptFile naming the file and --repair, and --repair
+trains the run again to the same result; a kill at any write leaves every file whole."""
+
+import csv
+import io
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from sixn.bench.errors import CorruptFile
+from sixn.bench.results import clean_stale_temps, read_csv_rows
+from sixn.model.config import GPTConfig
+from sixn.scaling import data, runstate
+from sixn.scaling.train import TrainConfig, TrainingDiverged, train
+
+CFG = GPTConfig.from_shape(1, 16, n_ctx=16, n_vocab=256, n_head=2)
+TCFG = TrainConfig(steps=24, batch_size=8, seq_len=16, lr=1e-2, warmup=4, eval_interval=6,
+                   eval_batches=2, noise_microbatches=0)
+COMPARED = ("step", "tokens", "lr", "train_loss", "val_loss", "C_kaplan_6N")
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    text = "".join(f"def f{i}(x):\n    return x * {i} + {i % 7}\n\n" for i in range(400))
+    (root / "code.py").write_text(text)
+    return data.load_corpus(root)
+
+
+@pytest.fixture(scope="module")
+def reference(corpus, tmp_path_factory):
+    """The uninterrupted run every damaged-and-recovered run must equal, row for row."""
+    rd = tmp_path_factory.mktemp("ref") / "run"
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)   # as every test here (one_thread): the same arithmetic
+    try:
+        train(CFG, TCFG, corpus, rd, measured_step_flops=None)
+    finally:
+        torch.set_num_threads(n)
+    return _rows(rd)
+
+
+class Kill(BaseException):
+    """Stands for SIGKILL: nothing after it runs (BaseException: no `except Exception` stops it)."""
+
+
+def _stop_after(k):
+    def cb(step, model, opt):
+        if step == k:
+            raise Kill
+    return cb
+
+
+def _rows(rd):
+    return [{k: r[k] for k in COMPARED} for r in read_csv_rows(Path(rd) / "log.csv")[1]]
+
+
+def _partial(corpus, rd, at=14):
+    """A run killed at step `at`: log rows at 6 and 12, the checkpoint of step 12."""
+    with pytest.raises(Kill):
+        train(CFG, TCFG, corpus, rd, measured_step_flops=None, callback=_stop_after(at))
+    return rd
+
+
+def _resume(corpus, rd, **kw):
+    return train(CFG, TCFG, corpus, rd, measured_step_flops=None, **kw)
+
+
+# --- torn and truncated logs -----------------------------------------------------------------
+
+def test_torn_last_line_is_dropped_with_a_notice(corpus, reference, tmp_path, capsys):
+    rd = _partial(corpus, tmp_path / "r", at=20)   # rows 6, 12, 18; checkpoint 18
+    log = rd / "log.csv"
+    text = log.read_text()
+    last = text.splitlines(keepends=True)[-1]
+    log.write_text(text + last[: len(last) // 2])  # an append cut off by a kill
+    _resume(corpus, rd)
+    assert "dropped a torn last line" in capsys.readouterr().err
+    assert _rows(rd) == reference
+
+
+def test_torn_row_with_its_newline_but_missing_fields_is_dropped(corpus, reference, tmp_path, capsys):
+    rd = _partial(corpus, tmp_path / "r", at=20)
+    log = rd / "log.csv"
+    lines = log.read_text().splitlines(keepends=True)
+    log.write_text("".join(lines[:-1]) + ",".join(lines[-1].split(",")[:5]) + "\n")
+    # the checkpoint is at 18 and the row of step 18 is gone: that is damage, not a torn append
+    with pytest.raises(CorruptFile, match=r"log\.csv: the checkpoint \(ckpt\.pt\) says the run "
+                                          r"reached step 18, but the evaluations at step\(s\) 18"):
+        _resume(corpus, rd)
+    assert "dropped a torn last line" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cut", ["header", "rows"])
+def test_truncated_log_is_a_clear_error_and_repair_retrains(corpus, reference, tmp_path, cut, capsys):
+    rd = _partial(corpus, tmp_path / "r")
+    log = rd / "log.csv"
+    lines = log.read_text().splitlines(keepends=True)
+    log.write_text(lines[0][:50] if cut == "header" else "".join(lines[:2]))
+    with pytest.raises(CorruptFile) as e:
+        _resume(corpus, rd)
+    msg = str(e.value)
+    assert str(log) in msg and "--repair" in msg and "missing" in msg
+    _resume(corpus, rd, repair=True)
+    assert _rows(rd) == reference
+    aside = [p for p in rd.iterdir() if p.name.startswith("corrupt-")]
+    assert len(aside) == 1 and (aside[0] / "log.csv").exists() and (aside[0] / "reason.txt").exists()
+    assert "--repair: moved" in capsys.readouterr().err
+
+
+def _set_cell(text: str, line: int, column: str, value: str) -> str:
+    rows = list(csv.reader(io.StringIO(text)))
+    rows[line - 1][rows[0].index(column)] = value
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(rows)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("damage, match", [
+    (lambda b: b.replace(b"\n", b"\n\xff\xfe", 1), "not UTF-8 text"),
+    (lambda b: b + b.splitlines(keepends=True)[-1], "repeated or out of order"),
+    (lambda b: _set_cell(b.decode(), 3, "val_loss", "abc").encode(), "line 3: val_loss 'abc'"),
+    (lambda b: _set_cell(b.decode(), 2, "step", "-6").encode(), "line 2: step"),
+    (lambda b: b"a,b\n1,2\n", "lacks the column"),
+    (lambda b: b.replace(b"\n", b",x,y,z\n", 2).replace(b",x,y,z\n", b"\n", 1),
+     "not a readable CSV table"),
+])
+def test_other_log_damage_names_the_file(corpus, tmp_path, damage, match):
+    rd = _partial(corpus, tmp_path / "r", at=20)
+    log = rd / "log.csv"
+    log.write_bytes(damage(log.read_bytes()))
+    with pytest.raises(CorruptFile, match=match) as e:
+        _resume(corpus, rd)
+    assert str(log) in str(e.value) and "--repair" in str(e.value)
+
+
+def test_duplicated_rows_from_two_trainers_are_refused(tmp_path):
+    log = tmp_path / "log.csv"
+    log.write_text("run,step,tokens,val_loss\nr,6,48,5.0\nr,12,96,4.0\nr,6,48,5.0\nr,12,96,4.0\n")
+    with pytest.raises(CorruptFile, match="step 6 after step 12: the rows are repeated"):
+        runstate.read_log(log)
+
+
+# --- checkpoints -----------------------------------------------------------------------------
+
+def test_checkpoint_format_loads_weights_only(corpus, tmp_path):
+    rd = _partial(corpus, tmp_path / "r")
+    ck = torch.load(rd / "ckpt.pt", map_location="cpu", weights_only=True)
+    assert ck["step"] == 12 and set(runstate.CKPT_ENTRIES) <= set(ck)
+
+
+class _Foreign:
+    pass
+
+
+@pytest.mark.parametrize("damage, match", [
+    ("garbage", "cannot be read \\(not a checkpoint, or damaged\\)"),
+    ("truncate", "cannot be read"),
+    ("foreign", "weights-only load refuses"),
+    ("no_step", "has no 'step' entry"),
+    ("step_out_of_range", "outside the run's schedule"),
+    ("other_model", "the checkpoint's model does not fit this run"),
+])
+def test_corrupt_checkpoint_is_a_clear_error_and_repair_retrains(corpus, reference, tmp_path,
+                                                                  damage, match):
+    rd = _partial(corpus, tmp_path / "r")
+    ck_path = rd / "ckpt.pt"
+    if damage == "garbage":
+        ck_path.write_bytes(os.urandom(4096))
+    elif damage == "truncate":
+        ck_path.write_bytes(ck_path.read_bytes()[:1000])
+    elif damage == "foreign":   # a pickle of an arbitrary class: refused, never executed
+        torch.save({"model": _Foreign()}, ck_path)
+    else:
+        ck = torch.load(ck_path, weights_only=True)
+        if damage == "no_step":
+            del ck["step"]
+        elif damage == "step_out_of_range":
+            ck["step"] = 10 ** 6
+        else:
+            ck["model"] = {k: torch.zeros(3) for k in ck["model"]}
+        torch.save(ck, ck_path)
+    with pytest.raises(CorruptFile, match=match) as e:
+        _resume(corpus, rd)
+    msg = str(e.value)
+    assert str(ck_path) in msg and "--repair" in msg and "weights_only=False" not in msg
+    _resume(corpus, rd, repair=True)
+    assert _rows(rd) == reference
+
+
+def test_corrupt_config_json(corpus, reference, tmp_path):
+    rd = _partial(corpus, tmp_path / "r")
+    (rd / "config.json").write_text('{"run": "r", "kind": ')
+    with pytest.raises(CorruptFile, match=r"config\.json: the run's configuration is not valid JSON"):
+        _resume(corpus, rd)
+    (rd / "config.json").write_text('{"run": "r", "kind": "ladder", "model": [], "train": {}}')
+    with pytest.raises(CorruptFile, match=r"'model' should be dict"):
+        _resume(corpus, rd)
+    _resume(corpus, rd, repair=True)
+    assert _rows(rd) == reference
+
+
+@pytest.mark.parametrize("text, match", [
+    ("", "is empty"),
+    ("[1, 2]", "not a JSON object"),
+    ('{"run": "r", "steps": 24, "D": 1, "val_loss": 3.0, "status": "maybe"}', "status 'maybe'"),
+    ('{"run": "r", "steps": "24", "D": 1, "val_loss": 3.0, "status": "done"}', "'steps' should be int"),
+])
+def test_corrupt_done_json(tmp_path, text, match):
+    (tmp_path / "done.json").write_text(text)
+    with pytest.raises(CorruptFile, match=match):
+        runstate.finished_state(tmp_path, 6, 24)
+
+
+def test_finished_log_cut_short_is_refused(corpus, tmp_path):
+    rd = tmp_path / "r"
+    _resume(corpus, rd)
+    lines = (rd / "log.csv").read_text().splitlines(keepends=True)
+    assert runstate.finished_state(rd, TCFG.eval_interval, TCFG.total_steps) == "done"
+    (rd / "log.csv").write_text("".join(lines[:3]))   # a shortened finished log: rows 6, 12
+    with pytest.raises(CorruptFile, match=r"done\.json says the run reached step 24, but the "
+                                          r"evaluations at step\(s\) 18, 24 are missing"):
+        runstate.finished_state(rd, TCFG.eval_interval, TCFG.total_steps)
+
+
+# --- a kill at each write --------------------------------------------------------------------
+
+def _snapshot(rd: Path) -> dict[str, bytes]:
+    """The run's files (not the temporary file of the write in flight)."""
+    return {p.name: p.read_bytes() for p in rd.iterdir() if p.is_file() and p.suffix != ".tmp"}
+
+
+def test_a_kill_at_each_replace_leaves_every_file_whole(corpus, reference, tmp_path, monkeypatch):
+    """Every atomic write of a run (config.json, each checkpoint, done.json) is cut off in turn at
+    its rename: the files that existed are unchanged, none is missing or torn, no temporary file
+    is left, and the resumed run equals the uninterrupted one."""
+    real = os.replace
+    k = 0
+    while True:
+        rd = tmp_path / f"r{k}"
+        calls = {"n": 0}
+        before: dict[str, bytes] = {}
+
+        def replace(src, dst, _k=k, _calls=calls, _rd=rd, _before=before):
+            if _calls["n"] == _k:
+                _before.update(_snapshot(_rd))
+                raise Kill
+            _calls["n"] += 1
+            return real(src, dst)
+        monkeypatch.setattr(os, "replace", replace)
+        try:
+            _resume(corpus, rd)
+            killed = False
+        except Kill:
+            killed = True
+        monkeypatch.setattr(os, "replace", real)
+        if not killed:
+            break
+        after = _snapshot(rd)
+        assert after == before, f"write {k}: files changed or went missing"
+        assert not [p for p in rd.iterdir() if p.name.endswith(".tmp")]
+        _resume(corpus, rd)
+        assert _rows(rd) == reference, f"resumed after a kill at write {k}"
+        k += 1
+    assert k >= 6   # config.json, four checkpoints, done.json
+
+
+def test_a_kill_inside_an_append_is_a_torn_line(corpus, reference, tmp_path, monkeypatch, capsys):
+    """append_csv's one write cut off halfway (what SIGKILL can leave): the resumed run drops the
+    torn line with a notice and equals the uninterrupted run."""
+    from sixn.bench import results
+    real = results.append_csv
+    n = {"calls": 0}
+
+    def torn_append(path, rows, prov=None):
+        n["calls"] += 1
+        if n["calls"] == 3:
+            before = Path(path).read_bytes()
+            real(path, rows, prov)
+            whole = Path(path).read_bytes()
+            Path(path).write_bytes(whole[: len(before) + (len(whole) - len(before)) // 2])
+            raise Kill
+        return real(path, rows, prov)
+    monkeypatch.setattr("sixn.scaling.train.append_csv", torn_append)
+    rd = tmp_path / "r"
+    with pytest.raises(Kill):
+        _resume(corpus, rd)
+    monkeypatch.setattr("sixn.scaling.train.append_csv", real)
+    _resume(corpus, rd)
+    assert "dropped a torn last line" in capsys.readouterr().err
+    assert _rows(rd) == reference
+
+
+def test_stale_temporary_files_are_cleaned(corpus, tmp_path):
+    rd = _partial(corpus, tmp_path / "r")
+    old, fresh = rd / ".ckpt.pt.abc123.tmp", rd / ".log.csv.def456.tmp"
+    old.write_bytes(b"x")
+    fresh.write_bytes(b"y")
+    os.utime(old, (0, 0))
+    _resume(corpus, rd)
+    assert not old.exists() and fresh.exists()   # a live writer's temporary file is left alone
+    assert clean_stale_temps(rd, max_age_s=-1) == [fresh]
+
+
+# --- divergence ------------------------------------------------------------------------------
+
+def test_a_run_worse_than_the_uniform_guess_is_diverged_not_done(corpus, tmp_path, monkeypatch):
+    from sixn.scaling import train as T
+    monkeypatch.setattr(T, "evaluate", lambda *a, **k: 2426.0)
+    rd = tmp_path / "r"
+    with pytest.raises(TrainingDiverged, match=r"worse than a uniform guess over the 256 tokens"):
+        _resume(corpus, rd)
+    assert not (rd / "done.json").exists()
+    d = runstate.read_diverged(rd / "diverged.json")
+    assert d["reason"] == "worse_than_uniform" and d["loss"] == 2426.0
+    assert runstate.finished_state(rd, 6, 24) == "diverged"

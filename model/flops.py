@@ -23,6 +23,8 @@ a = d_attn, f = d_ff, V = n_vocab, H = n_head, Q = head_dim):
 
 3. Conventions, training FLOPs per token (forward + backward):
      kaplan_6N          6 N
+     kaplan_6N_head     6 N + 6 d V              (Kaplan's count plus the head's matmul, the
+                        last-layer FLOPs whose omission shifts Kaplan's N_opt exponent)
      kaplan_6N_context  6 N + 6 L T a
      palm               6 N_total + 12 L H Q T   (PaLM App. B / nanoGPT's estimate_mfu; N_total is
                         every parameter but the position embedding, as nanoGPT counts it)
@@ -58,7 +60,7 @@ GATE_MUL_FLOPS = 1       # act(gate) * up
 TOPK_FLOPS = 1           # per router logit and selected expert (a comparison)
 BACKWARD_FACTOR = 2  # backward = 2 x forward
 
-CONVENTIONS = ("kaplan_6N", "kaplan_6N_context", "palm", "full_model")
+CONVENTIONS = ("kaplan_6N", "kaplan_6N_head", "kaplan_6N_context", "palm", "full_model")
 # 6 N_active: Kaplan's 6N over the weights a token runs (equal to kaplan_6N without experts)
 MOE_CONVENTIONS = ("kaplan_6N_active",)
 
@@ -292,8 +294,10 @@ def accounting(cfg: GPTConfig, seq_len: int | None = None, recompute: str = "non
     # nanoGPT: all but the position embedding; with experts only the active parameters
     n_total = (params.active if cfg.moe else params.total) - (
         cfg.n_ctx * cfg.d_model if cfg.pos == "learned" else 0)
+    head = cfg.d_model * cfg.n_vocab  # the de-embedding matmul: 2 d V per token forward
     fwd = {
         "kaplan_6N": 2 * N,
+        "kaplan_6N_head": 2 * N + 2 * head,
         "kaplan_6N_context": 2 * N + 2 * L * Tc * a,
         "palm": 2 * n_total + 4 * L * H * Q * Tc,
         "full_model": sum(r.forward_flops for r in rs),
@@ -301,6 +305,7 @@ def accounting(cfg: GPTConfig, seq_len: int | None = None, recompute: str = "non
     }
     train = {
         "kaplan_6N": 6 * N,
+        "kaplan_6N_head": 6 * N + 6 * head,
         "kaplan_6N_context": 6 * N + 6 * L * Tc * a,
         "palm": 6 * n_total + 12 * L * H * Q * Tc,
         "full_model": sum(r.forward_flops + r.backward_flops for r in rs),

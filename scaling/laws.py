@@ -44,6 +44,9 @@ PUBLISHED: dict[str, dict[str, dict[str, float]]] = {
     "chinchilla": {
         "chinchilla": {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28,
                        "a": 0.28 / (0.34 + 0.28)},
+        # Hoffmann et al. 2022, Table 2: N_opt ~ C^a, D_opt ~ C^b
+        "approach1": {"a": 0.50, "b": 0.50},
+        "approach2": {"a": 0.49, "b": 0.51},
     },
     "besiroglu": {
         "chinchilla": {"E": 1.817, "A": 482.0, "B": 2085.4, "alpha": 0.348, "beta": 0.366,

@@ -33,7 +33,8 @@ from sixn.scaling.sweep_fits import fit_sweep, load_sweep_tables
 from sixn.scaling.tables import (CONVENTION_COLUMNS, col, dataset_size, final_loss, finite_pos,
                                  kinds, nrows, run_names, select)
 
-LABELS = {"kaplan_6N": "6N compute (Kaplan)", "kaplan_6N_context": "6N + context compute",
+LABELS = {"kaplan_6N": "6N compute (Kaplan)", "kaplan_6N_head": "6N + head compute",
+          "kaplan_6N_context": "6N + context compute",
           "full_model": "full-model compute", "measured": "measured compute"}
 
 

@@ -47,9 +47,13 @@ from sixn.model.presets import PRESETS
 from sixn.scaling.plots import plot_sweep
 from sixn.scaling.sweep_fits import fit_sweep
 
+from .isoflop import (CPU_BUDGETS, CPU_SIZES, GPU_BUDGETS, GPU_SIZES, QUICK_BUDGETS, QUICK_SIZES,
+                      IsoflopDesign, default_budgets, schedule_for_budget, window)
 from .train import LOG_COLUMNS, TrainConfig, TrainingDiverged, train
 
-KINDS = ("ladder", "data", "shape")
+KINDS = ("ladder", "data", "shape", "isoflop")
+CONVENTION_TAGS = {"kaplan_6N": "6N", "kaplan_6N_head": "6Nhead", "kaplan_6N_context": "6Nctx",
+                   "full_model": "full", "measured": "meas"}
 PRESET_SETS = ("cpu", "gpu")
 
 
@@ -60,6 +64,8 @@ class RunSpec:
     train: TrainConfig
     label: str = ""   # a short tag for tables (e.g. "aspect 32")
     data_id: str = ""  # corpus (and transfer corpus) fingerprints: part of the name's hash
+    budget: float = 0.0  # isoflop runs: the FLOPs the schedule ends at, under budget_convention
+    budget_convention: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -69,12 +75,18 @@ class RunSpec:
     def name(self) -> str:
         m, t = self.model, self.train
         base = f"{self.kind}-L{m.n_layer}-d{m.d_model}-h{m.n_head}"
+        if self.budget:
+            tag = f"{CONVENTION_TAGS.get(self.budget_convention, self.budget_convention)}-" \
+                  f"C{self.budget:.2e}".replace("e+", "e")
+            base = f"{self.kind}-{tag}{base[len(self.kind):]}"
         if t.data_tokens:
             base += f"-D{t.data_tokens}"
-        blob = json.dumps({"model": {k: v for k, v in m.to_dict().items() if k != "name"},
-                           "train": {k: v for k, v in t.to_dict().items() if k != "device"},
-                           "data": self.data_id},
-                          sort_keys=True)
+        blob = {"model": {k: v for k, v in m.to_dict().items() if k != "name"},
+                "train": {k: v for k, v in t.to_dict().items() if k != "device"},
+                "data": self.data_id}
+        if self.budget:
+            blob["budget"] = [self.budget, self.budget_convention]
+        blob = json.dumps(blob, sort_keys=True)
         return f"{base}-{hashlib.sha256(blob.encode()).hexdigest()[:6]}"
 
     @property
@@ -94,11 +106,13 @@ class SweepPlan:
     transfer_corpus: list[str] | None = None  # None: the default transfer corpus
     max_bytes: int | None = None             # read at most this much text (deterministic subset)
     quick: bool = False
+    isoflop: IsoflopDesign | None = None     # the budgets of an IsoFLOP sweep
 
     def to_dict(self) -> dict:
         return {"name": self.name, "corpus": self.corpus, "bpe_vocab": self.bpe_vocab,
                 "transfer": self.transfer, "transfer_corpus": self.transfer_corpus,
                 "max_bytes": self.max_bytes, "quick": self.quick,
+                "isoflop": self.isoflop.to_dict() if self.isoflop is not None else None,
                 "runs": [{"name": r.name, "kind": r.kind, "label": r.label,
                           "model": r.model.to_dict(), "train": r.train.to_dict()} for r in self.runs]}
 
@@ -184,8 +198,9 @@ def build_plan(preset_set: str = "cpu", *, quick: bool = False, sizes: list[str]
                data_limited: bool = False, shape: bool = False, transfer: bool = False,
                corpus: list[str] | None = None, bpe_vocab: int | None = None,
                transfer_corpus: list[str] | None = None, steps: int | None = None,
-               include_ladder: bool = True) -> SweepPlan:
-    """The runs of a sweep: the ladder of sizes, and optionally data-limited and shape runs."""
+               include_ladder: bool = True, isoflop: IsoflopDesign | None = None) -> SweepPlan:
+    """The runs of a sweep: the ladder of sizes, and optionally data-limited and shape runs; with
+    `isoflop`, an IsoFLOP sweep instead (see scaling.isoflop; `sizes` is then its size grid)."""
     if preset_set not in PRESET_SETS:
         raise ValueError(f"unknown preset set {preset_set!r}; supported: {', '.join(PRESET_SETS)}")
     gpu = preset_set == "gpu"
@@ -200,6 +215,18 @@ def build_plan(preset_set: str = "cpu", *, quick: bool = False, sizes: list[str]
 
     def tc(N: int) -> TrainConfig:
         return gpu_train(N, quick, backend, steps) if gpu else cpu_train(N, quick, steps)
+
+    if isoflop is not None:
+        grid = shapes if sizes else [
+            parse_size(s, preset_set) if isinstance(s, str) else (*s, None)
+            for s in ((GPU_SIZES if gpu else QUICK_SIZES if quick else CPU_SIZES))]
+        vocab = bpe_vocab or 256
+        default = GPU_BUDGETS if gpu else QUICK_BUDGETS if quick else CPU_BUDGETS
+        runs = isoflop_runs(isoflop, [_model(L, d, H, n_ctx, backend).replace(n_vocab=vocab)
+                                      for L, d, H in grid], tc, default)
+        return SweepPlan(runs, name=preset_set + "-isoflop" + ("-quick" if quick else ""),
+                         corpus=corpus, bpe_vocab=bpe_vocab, transfer=transfer,
+                         transfer_corpus=transfer_corpus, quick=quick, isoflop=isoflop)
 
     runs: list[RunSpec] = []
     if include_ladder:
@@ -239,6 +266,26 @@ def build_plan(preset_set: str = "cpu", *, quick: bool = False, sizes: list[str]
     return SweepPlan(runs, name=preset_set + ("-quick" if quick else ""), corpus=corpus,
                      bpe_vocab=bpe_vocab, transfer=transfer, transfer_corpus=transfer_corpus,
                      quick=quick)
+
+
+def isoflop_runs(design: IsoflopDesign, grid: list[GPTConfig], tc,
+                 default: tuple[float, ...]) -> list[RunSpec]:
+    """The runs of an IsoFLOP design over a grid of shapes: for each budget convention, a window
+    of sizes per budget, each with a schedule that ends at its budget; tc(N) gives the training
+    setup of a size, `default` the full-model budgets used when the design gives none."""
+    grid = sorted(grid, key=lambda m: param_counts(m).nonembedding)
+    probe = tc(param_counts(grid[0]).nonembedding)
+    runs = []
+    for conv in design.conventions:
+        budgets = design.budgets or default_budgets(default, grid, probe, conv)
+        for budget in sorted(budgets):
+            for i in window(grid, probe, budget, conv, design.sizes_per_budget):
+                m = grid[i]
+                N = param_counts(m).nonembedding
+                t = schedule_for_budget(m, tc(N).replace(noise_microbatches=0), budget, conv)
+                runs.append(RunSpec("isoflop", m, t, label=f"{conv} C={budget:.3g}, N={N:.3g}",
+                                    budget=budget, budget_convention=conv))
+    return runs
 
 
 def default_plan(device: str | None = None, quick: bool = False, **kw) -> SweepPlan:
@@ -337,8 +384,10 @@ def resolve_plan(plan: SweepPlan, vocab_size: int, device: str, data_id: str = "
             t = t.replace(dtype="float32")
         if torch.device(device).type != "cuda" and t.backend == "triton":
             t = t.replace(backend="torch")
-        out.append(RunSpec(r.kind, r.model.replace(n_vocab=vocab_size, backend=t.backend), t, r.label,
-                           data_id))
+        m = r.model.replace(n_vocab=vocab_size, backend=t.backend)
+        if r.budget:  # the schedule ends at the budget with this corpus's vocabulary
+            t = schedule_for_budget(m, t, r.budget, r.budget_convention)
+        out.append(RunSpec(r.kind, m, t, r.label, data_id, r.budget, r.budget_convention))
     return out
 
 
@@ -402,7 +451,9 @@ def _run_sweep(plan, out_dir, dev: str, quick: bool, progress: bool, fit: bool,
     write_json(sweep_dir / "sweep.json", {
         "plan": plan.to_dict(), "device": dev, "corpus": corpus.info(),
         "transfer": tr.info() if tr is not None else None,
-        "runs": [{"name": r.name, "kind": r.kind, "label": r.label} for r in runs]}, prov)
+        "runs": [{"name": r.name, "kind": r.kind, "label": r.label,
+                  **({"budget": r.budget, "budget_convention": r.budget_convention}
+                     if r.budget else {})} for r in runs]}, prov)
 
     bar = Progress({r.name: r.cost for r in runs}, enabled=progress)
     diverged: list[str] = []

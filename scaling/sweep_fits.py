@@ -13,6 +13,10 @@ support are listed under "skipped" with the reason. The steps:
                         Chinchilla approach 3 on every ladder and data run (D the dataset size,
                         the best, early-stopped, loss); the C_min envelope of the ladder's learning
                         curves, L(C_min) and N_opt(C) along it
+  compute_optimal_fits  per convention: Chinchilla's approach 1 (the learning curves' envelope)
+                        and, for an IsoFLOP sweep (runs of kind "isoflop"), approach 2 (IsoFLOP
+                        profiles; scaling.compute_optimal), with a summary of the exponents a and b
+                        and of the paired differences of a between conventions
   comparison_table      one row per fitted constant, next to the published value
 
 Where a law needs a parameter count, it uses the count the convention implies,
@@ -22,8 +26,9 @@ kaplan_6N gives back Kaplan's non-embedding N. One-layer runs are left out of ev
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -32,12 +37,14 @@ import numpy as np
 from sixn.bench.results import write_csv, write_json
 from sixn.model.flops import params_from_compute
 from sixn.scaling.chinchilla import fit_chinchilla
+from sixn.scaling.compute_optimal import (ComputeOptimal, IsoflopError, IsoflopRuns, approach1,
+                                          approach2, budget_groups, exponent_difference)
 from sixn.scaling.envelope import Envelope, cmin_envelope
 from sixn.scaling.fitting import DEFAULT_BOOTSTRAP
 from sixn.scaling.kaplan import fit_B_crit, fit_L_Cmin, fit_L_D, fit_L_N, fit_L_ND, fit_L_NS, fit_N_opt
 from sixn.scaling.laws import LAWS, PUBLISHED, Fit
 from sixn.scaling.tables import (CONVENTION_COLUMNS, Table, col, dataset_size, final_loss,
-                                 finite_pos, nrows, present_conventions, read_table, run_names,
+                                 finite_pos, kinds, present_conventions, read_table, run_names,
                                  select, summary_from_curves)
 
 
@@ -58,6 +65,12 @@ class SweepTables:
     curves: Table | None
     summary: Table
     conventions: list[str]
+    meta: dict = field(default_factory=dict)   # sweep.json, when the folder has one
+
+    @property
+    def isoflop(self) -> dict | None:
+        """The IsoFLOP design of the plan (budgets, budget_convention), if it is one."""
+        return (self.meta.get("plan") or {}).get("isoflop")
 
 
 @dataclass
@@ -85,7 +98,13 @@ def load_sweep_tables(sweep_dir: str | Path) -> SweepTables:
     found = set(present_conventions(summary))
     if curves is not None:
         found |= set(present_conventions(curves))
-    return SweepTables(sweep, curves, summary, [c for c in CONVENTION_COLUMNS if c in found])
+    meta = {}
+    if (sweep / "sweep.json").exists():
+        try:
+            meta = json.loads((sweep / "sweep.json").read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{sweep / 'sweep.json'}: cannot be read as JSON: {e}") from None
+    return SweepTables(sweep, curves, summary, [c for c in CONVENTION_COLUMNS if c in found], meta)
 
 
 def independent_fits(t: SweepTables, opts: FitOptions, skipped: _Skipped) -> dict:
@@ -106,8 +125,7 @@ def independent_fits(t: SweepTables, opts: FitOptions, skipped: _Skipped) -> dic
     bfit = out["B_crit"] if isinstance(out["B_crit"], Fit) else None
 
     def ld():
-        kind = np.asarray(summary["kind"]).astype(str) if "kind" in summary else \
-            np.full(nrows(summary), "ladder")
+        kind = kinds(summary)
         Dd, loss, N = dataset_size(summary), final_loss(summary), col(summary, "N")
         m = (kind == "data") & finite_pos(Dd, loss, N)
         if not m.any():
@@ -142,7 +160,8 @@ def convention_fits(t: SweepTables, conv: str, bfit: Fit | None, opts: FitOption
     with np.errstate(all="ignore"):
         Neff = params_from_compute(col(summary, CONVENTION_COLUMNS[conv]), D)
     ladder = select(summary, ("ladder",)) & finite_pos(Neff, loss)
-    both = select(summary, ("ladder", "data")) & finite_pos(Neff, Dd, loss)
+
+    both = select(summary, ("ladder", "data", "isoflop")) & finite_pos(Neff, Dd, loss)
 
     skipped.attempt(out, "L_N", conv, lambda: fit_L_N(Neff[ladder], loss[ladder], **kw))
     skipped.attempt(out, "L_ND", conv, lambda: fit_L_ND(Neff[both], Dd[both], loss[both], **kw))
@@ -152,7 +171,7 @@ def convention_fits(t: SweepTables, conv: str, bfit: Fit | None, opts: FitOption
     def env():
         if curves is None:
             raise Skip("no curves.csv")
-        return cmin_envelope(curves, conv, bfit)
+        return cmin_envelope(curves, conv, bfit, kinds=("ladder", "isoflop"))
     skipped.attempt(out, "envelope", conv, env)
     e = out["envelope"] if isinstance(out["envelope"], Envelope) else None
     note = ("C_min by eq. 5.5 from the B_crit fit" if bfit is not None
@@ -179,6 +198,108 @@ def convention_fits(t: SweepTables, conv: str, bfit: Fit | None, opts: FitOption
     return out
 
 
+def isoflop_designs(t: SweepTables) -> dict[str, IsoflopRuns]:
+    """The finished IsoFLOP runs of a sweep as approach 2 reads them, one set per budget
+    convention: non-embedding N, tokens D, the final validation loss (the loss at the budget,
+    where the schedule ends) and the compute of every convention. Each run's budget and budget
+    convention come from sweep.json; without them, every IsoFLOP run is taken as one design in
+    the convention whose compute falls into the fewest budgets. Raises Skip when there are none."""
+    s = t.summary
+    m = (kinds(s) == "isoflop") & finite_pos(col(s, "N"), col(s, "D"), col(s, "val_loss"))
+    if not m.any():
+        raise Skip("no IsoFLOP runs (kind 'isoflop') in summary.csv")
+    planned = {r["name"]: (r.get("budget"), r.get("budget_convention"))
+               for r in t.meta.get("runs", []) if r.get("budget")}
+    names = run_names(s)
+    C = {c: col(s, CONVENTION_COLUMNS[c]).astype(float) for c in t.conventions}
+    C = {c: v for c, v in C.items() if finite_pos(v[m]).all()}
+    if not C:
+        raise Skip("no compute convention has a value for every IsoFLOP run")
+    conv_of = np.array([planned.get(n, (None, None))[1] or "" for n in names])
+    budget_of = np.array([planned.get(n, (math.nan, None))[0] or math.nan for n in names], float)
+    if not (conv_of[m] != "").any():  # no plan: one design, detected
+        conv = min(C, key=lambda c: np.unique(budget_groups(C[c][m])).size)
+        conv_of = np.where(m, conv, "")
+        budget_of = np.full(names.size, math.nan)
+    out = {}
+    for conv in dict.fromkeys(conv_of[m]):
+        k = m & (conv_of == conv)
+        if conv not in C:
+            raise Skip(f"the budget convention {conv!r} has no compute column for every "
+                       f"IsoFLOP run")
+        b = budget_of[k]
+        budget = (np.unique(b, return_inverse=True)[1] if np.isfinite(b).all() else None)
+        out[conv] = IsoflopRuns(col(s, "N")[k].astype(float), col(s, "D")[k].astype(float),
+                                col(s, "val_loss")[k].astype(float), {c: v[k] for c, v in C.items()},
+                                conv, budget)
+    return out
+
+
+def compute_optimal_fits(t: SweepTables, opts: FitOptions, skipped: _Skipped,
+                         by_convention: dict) -> dict:
+    """Approach 1 (and approach 2 for IsoFLOP runs) under every convention, into by_convention;
+    returns the summary: exponents side by side and differences of a between conventions.
+    Approach 2 under a convention that was a budget convention uses that design's measured
+    profiles; under any other, the profiles rebuilt from the first design's runs."""
+    summary: dict = {"approach1": {}, "approach2": {}, "designs": {}, "differences": {}}
+    kw = {"n_boot": opts.n_boot, "seed": opts.seed}
+    for conv in t.conventions:
+        def a1(conv=conv):
+            if t.curves is None:
+                raise Skip("no curves.csv")
+            r = approach1(cmin_envelope(t.curves, conv, None, kinds=("ladder", "isoflop")), **kw)
+            if r.N_opt is None:
+                raise Skip(r.reason)
+            return r
+        skipped.attempt(by_convention[conv], "approach1", conv, a1)
+    try:
+        designs = isoflop_designs(t)
+        results = {y: approach2(runs, list(runs.C), **kw) for y, runs in designs.items()}
+    except (Skip, IsoflopError) as e:
+        for conv in t.conventions:
+            skipped.attempt(by_convention[conv], "approach2", conv, lambda e=e: _raise(e))
+        results = {}
+    chosen: dict[str, ComputeOptimal] = {}
+    for conv in t.conventions if results else []:
+        src = conv if conv in results else next(iter(results))
+        r = results[src].get(conv)
+        if r is None:
+            skipped.attempt(by_convention[conv], "approach2", conv, lambda: _raise(
+                Skip("not every IsoFLOP run has this convention's compute")))
+        elif r.N_opt is None:
+            by_convention[conv]["approach2_profiles"] = r
+            skipped.attempt(by_convention[conv], "approach2", conv, lambda r=r: _raise(
+                Skip(r.reason)))
+        else:
+            by_convention[conv]["approach2"] = chosen[conv] = r
+    for y, res in results.items():
+        summary["designs"][y] = {c: _exponents(r) for c, r in res.items() if r.N_opt is not None}
+    for method in ("approach1", "approach2"):
+        for conv in t.conventions:
+            r = by_convention[conv].get(method)
+            if isinstance(r, ComputeOptimal):
+                summary[method][conv] = _exponents(r)
+    if "kaplan_6N" in chosen:
+        for c in chosen:
+            if c != "kaplan_6N":
+                summary["differences"][f"kaplan_6N - {c}"] = exponent_difference(
+                    chosen, "kaplan_6N", c)
+    return summary
+
+
+def _exponents(r: ComputeOptimal) -> dict:
+    m = r.N_model_opt
+    return {"a": r.N_opt.params["a"], "a_interval": list(r.N_opt.intervals["a"]),
+            "b": r.D_opt.params["b"], "b_interval": list(r.D_opt.intervals["b"]),
+            "a_N": m.params["a"] if m is not None else None,
+            "a_N_interval": list(m.intervals["a"]) if m is not None else None,
+            "n_points": r.N_opt.n, "rebuilt": r.rebuilt, "n_boot": r.N_opt.n_boot}
+
+
+def _raise(e: Exception):
+    raise e
+
+
 def fit_sweep(sweep_dir: str | Path, *, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0,
               write: bool = True, chinchilla_polish: int | None = 64) -> dict:
     """Every fit the sweep's tables support, for each compute convention side by side; the dict
@@ -194,6 +315,7 @@ def fit_sweep(sweep_dir: str | Path, *, n_boot: int = DEFAULT_BOOTSTRAP, seed: i
     bfit = out["independent"]["B_crit"]
     bfit = bfit if isinstance(bfit, Fit) else None
     out["by_convention"] = {c: convention_fits(t, c, bfit, opts, skipped) for c in t.conventions}
+    out["compute_optimal"] = compute_optimal_fits(t, opts, skipped, out["by_convention"])
     out["skipped"] = skipped.rows
     out["comparison"] = comparison_table(out)
     if write:
@@ -215,8 +337,18 @@ def comparison_table(result: Mapping) -> list[dict]:
 
     slots = [(None, result.get("independent", {}))] + list(result.get("by_convention", {}).items())
     for conv, slot in slots:
-        for name, f in slot.items():
-            if isinstance(f, Fit):
+        for name, f in list(slot.items()):
+            if isinstance(f, ComputeOptimal) and name in ("approach1", "approach2"):
+                for fit in (f.N_opt, f.D_opt):  # N_opt of N_eff, the convention's count
+                    for k, v in fit.params.items():
+                        pv, src = published.get((name, k), (None, ""))
+                        lo, hi = fit.intervals.get(k, (math.nan, math.nan))
+                        rows.append({"fit": f"{name} {fit.law}", "law": fit.form,
+                                     "convention": conv, "param": k, "value": clean(v),
+                                     "lo": clean(lo), "hi": clean(hi), "n": fit.n,
+                                     "r2_log": clean(fit.r2_log), "published": pv, "source": src,
+                                     "status": "ok", "reason": ""})
+            elif isinstance(f, Fit):
                 for k, v in f.params.items():
                     pv, src = published.get((name, k), (None, ""))
                     lo, hi = f.intervals.get(k, (math.nan, math.nan))

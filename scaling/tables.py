@@ -17,6 +17,7 @@ import pandas as pd
 # Compute columns of the sweep tables, by convention (curves.csv: cumulative; summary.csv: totals).
 CONVENTION_COLUMNS: dict[str, str] = {
     "kaplan_6N": "C_kaplan_6N",
+    "kaplan_6N_head": "C_kaplan_6N_head",
     "kaplan_6N_context": "C_kaplan_6N_context",
     "full_model": "C_full_model",
     "measured": "C_measured",

@@ -60,7 +60,7 @@ from .data import Corpus
 from .noise import NoiseScale, flat_grad, set_flat_grad
 
 # The conventions logged as compute columns (model.flops), plus "measured" from the counter.
-LOG_CONVENTIONS = ("kaplan_6N", "kaplan_6N_context", "full_model")
+LOG_CONVENTIONS = ("kaplan_6N", "kaplan_6N_head", "kaplan_6N_context", "full_model")
 COMPUTE_KEYS = LOG_CONVENTIONS + ("measured",)
 
 TRAIN_DTYPES = tuple(dtype_name(d) for d in SUPPORTED_DTYPES)  # autocast dtype on CUDA

@@ -52,8 +52,8 @@ def synthetic_sweep(sweep_dir: str | Path, *, seed: int = 0, noise: float = 0.00
         cfg = GPTConfig.from_shape(n_layer, d_model, n_ctx=n_ctx, n_vocab=n_vocab,
                                    n_head=max(1, d_model // 32) if d_model % 32 == 0 else 1)
         acc = accounting(cfg)
-        per_tok = {c: acc.training_per_token[c] for c in ("kaplan_6N", "kaplan_6N_context",
-                                                          "full_model")}
+        per_tok = {c: acc.training_per_token[c] for c in ("kaplan_6N", "kaplan_6N_head",
+                                                          "kaplan_6N_context", "full_model")}
         per_tok["measured"] = acc.training_per_token["full_model"] * 1.04 if measured else math.nan
         data_tokens = D_total if kind == "data" else None
         seen = 2 * D_total if kind == "data" else D_total  # data runs repeat their data once

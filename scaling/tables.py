@@ -14,6 +14,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from sixn.bench import results
+
 # Compute columns of the sweep tables, by convention (curves.csv: cumulative; summary.csv: totals).
 CONVENTION_COLUMNS: dict[str, str] = {
     "kaplan_6N": "C_kaplan_6N",
@@ -27,16 +29,16 @@ Table = Mapping[str, np.ndarray]
 
 
 def read_table(path: str | Path) -> dict[str, np.ndarray]:
-    """A CSV as columns: float arrays where every non-empty cell parses (empty -> NaN), else str."""
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    """A CSV (read by bench.results.read_table) as columns: float arrays for numeric columns
+    (empty cells NaN), str arrays (empty cells '') for the others."""
+    df = results.read_table(path)
     out: dict[str, np.ndarray] = {}
     for k in df.columns:
-        cells = df[k].str.strip()
-        num = pd.to_numeric(cells.replace("", math.nan), errors="coerce")
-        if bool((num.notna() | (cells == "")).all()):
-            out[k] = num.to_numpy(dtype=float)
+        c = df[k]
+        if pd.api.types.is_numeric_dtype(c) and not pd.api.types.is_bool_dtype(c):
+            out[str(k)] = c.astype("Float64").to_numpy(dtype=float, na_value=math.nan)
         else:
-            out[k] = cells.to_numpy(dtype=object)
+            out[str(k)] = c.astype(object).where(c.notna(), "").astype(str).to_numpy(dtype=object)
     return out
 
 

@@ -199,8 +199,11 @@ def test_bad_inputs_give_clear_errors(call, match):
 def test_fit_sweep_all_conventions_side_by_side(tmp_path):
     sweep = synthetic_sweep(tmp_path / "sweep", seed=0)
     res = fit_sweep(sweep, n_boot=10, chinchilla_polish=2)
-    assert res["conventions"] == ["kaplan_6N", "kaplan_6N_context", "full_model", "measured"]
-    assert res["skipped"] == []
+    assert res["conventions"] == ["kaplan_6N", "kaplan_6N_head", "kaplan_6N_context", "full_model",
+                                  "measured"]
+    # a ladder sweep has no IsoFLOP runs: approach 2 is the only fit left out, and says why
+    assert {s["fit"] for s in res["skipped"]} == {"approach2"}
+    assert all("no IsoFLOP runs" in s["reason"] for s in res["skipped"])
     for name in ("B_crit", "L_D", "L_NS"):
         assert isinstance(res["independent"][name], Fit)
     bc = res["independent"]["B_crit"].params
@@ -238,7 +241,7 @@ def test_fit_sweep_all_conventions_side_by_side(tmp_path):
 def test_fit_sweep_reports_what_it_skips(tmp_path):
     sweep = synthetic_sweep(tmp_path / "s", kinds=("ladder",), measured=False, n_eval=10)
     res = fit_sweep(sweep, n_boot=5, chinchilla_polish=2, write=False)
-    assert res["conventions"] == ["kaplan_6N", "kaplan_6N_context", "full_model"]
+    assert res["conventions"] == ["kaplan_6N", "kaplan_6N_head", "kaplan_6N_context", "full_model"]
     reasons = {(s["fit"], s["convention"]): s["reason"] for s in res["skipped"]}
     assert "kind 'data'" in reasons[("L_D", None)]
     assert "distinct values of D" in reasons[("chinchilla", "kaplan_6N")]

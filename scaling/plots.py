@@ -11,6 +11,8 @@ tables. The figures that depend on how compute is counted have two panels side b
   fig_shape.png             experiments, when present: loss spread against aspect ratio
   fig_sample_efficiency.png loss against tokens for each size
   fig_transfer.png          transfer loss against validation loss
+  fig_isoflop.png           IsoFLOP sweeps: the profiles (loss against N per budget) with their
+                            parabolas and minima, and N_opt(C) with its fit, per convention
 
 Fitted laws are in the legends; shaded bands are 2.5-97.5 % bootstrap bands of the fits.
 """
@@ -27,6 +29,7 @@ from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from sixn.bench.results import atomic_path, provenance
 from sixn.model.flops import PF_DAY, params_from_compute
+from sixn.scaling.compute_optimal import ComputeOptimal
 from sixn.scaling.envelope import Envelope
 from sixn.scaling.laws import Fit, c_min, chinchilla_N_opt, fmt_value
 from sixn.scaling.sweep_fits import fit_sweep, load_sweep_tables
@@ -263,6 +266,94 @@ def plot_nopt_vs_C(result: Mapping, path: Path) -> Path | None:
 
 
 # --------------------------------------------------------------------------------------------
+# IsoFLOP profiles (approach 2)
+# --------------------------------------------------------------------------------------------
+
+def _draw_profiles(ax, r: ComputeOptimal) -> None:
+    """Loss against N per budget, the parabola of each and its vertex (with its interval)."""
+    cols = _colors([p.C for p in r.profiles]) if r.profiles else []
+    for p, c in zip(r.profiles, cols):
+        if not p.N.size:
+            continue
+        ax.plot(p.N, p.loss, "o" if p.ok else "x", color=c, ms=4,
+                label=f"C = {fmt_value(p.C)}" + ("" if p.ok else f" (left out: {p.status})"))
+        if p.coef is not None:
+            xs = np.geomspace(p.N.min(), p.N.max(), 60)
+            ax.plot(xs, p.fitted(xs), "-" if p.ok else ":", color=c, lw=1)
+        if p.ok:
+            lo, hi = p.N_opt_interval
+            err = None if not np.isfinite(lo) else [[p.N_opt - lo], [hi - p.N_opt]]
+            ax.errorbar([p.N_opt], [p.loss_opt], xerr=err, fmt="*", color=c, ms=11,
+                        mec="k", mew=0.6, capsize=3)
+    ax.set_xscale("log")
+    ax.set_xlabel("N (C / 6D under this convention)" if r.convention not in ("6N", "table")
+                  else "N")
+    ax.set_ylabel("final loss")
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=6)
+
+
+def _draw_nopt(ax, r: ComputeOptimal) -> None:
+    """N_opt per budget (with its interval) against C, the fit N_opt = k C^a and its band."""
+    ok = [p for p in r.profiles if p.ok]
+    if ok:
+        C = np.array([p.C for p in ok])
+        N = np.array([p.N_opt for p in ok])
+        lo = np.array([p.N_opt_interval[0] for p in ok])
+        hi = np.array([p.N_opt_interval[1] for p in ok])
+        err = np.where(np.isfinite([lo, hi]), [N - lo, hi - N], 0.0)
+        ax.errorbar(C, N, yerr=err, fmt="o", color="tab:blue", capsize=3,
+                    label="N_opt per budget (parabola vertex)")
+    if r.N_opt is not None:
+        f = r.N_opt
+        xs = np.geomspace(min(p.C for p in ok) / 1.5, max(p.C for p in ok) * 1.5, 100)
+        lo_a, hi_a = f.intervals["a"]
+        _draw_law(ax, f, xs, xs, {"C": xs}, "tab:red",
+                  label=f"N_opt = k C^a, a = {fmt_value(f.params['a'])} "
+                        f"[{fmt_value(lo_a)}, {fmt_value(hi_a)}]")
+    else:
+        ax.text(0.02, 0.02, f"N_opt(C) not fitted: {r.reason}", transform=ax.transAxes,
+                fontsize=7, color="0.4", wrap=True)
+    _log_axes(ax, "C (FLOPs)", "N_opt")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+
+
+def plot_isoflop(results: list[tuple[ComputeOptimal, str]], path: Path,
+                 title: str = "IsoFLOP profiles and the compute-optimal model size") -> Path | None:
+    """One column per (approach-2 result, panel title): the profiles above, N_opt(C) below."""
+    results = [(r, t) for r, t in results if r is not None and r.profiles]
+    if not results:
+        return None
+    fig = Figure(figsize=(6.0 * len(results), 9.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    fig.get_layout_engine().set(rect=(0, 0.02, 1, 0.98))
+    axes = fig.subplots(2, len(results), squeeze=False)
+    fig.suptitle(title)
+    for j, (r, t) in enumerate(results):
+        _draw_profiles(axes[0][j], r)
+        axes[0][j].set_title(t + (" (profiles rebuilt from the budgets' runs)" if r.rebuilt
+                                  else ""), fontsize=9)
+        _draw_nopt(axes[1][j], r)
+    return _save(fig, path)
+
+
+def isoflop_panels(result: Mapping) -> list[tuple[ComputeOptimal, str]]:
+    """The approach-2 results of a sweep to draw: 6N and measured (or full-model), and every
+    budget convention of the sweep."""
+    by = result.get("by_convention", {})
+    designs = list(result.get("compute_optimal", {}).get("designs", {}))
+    want = [c for c, _ in panel_conventions(result)] + designs
+    out = []
+    for conv in dict.fromkeys(want):
+        r = by.get(conv, {}).get("approach2")
+        r = r if isinstance(r, ComputeOptimal) else by.get(conv, {}).get("approach2_profiles")
+        if isinstance(r, ComputeOptimal):
+            out.append((r, LABELS.get(conv, conv)))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
 # Experiments (one panel; they do not depend on the compute convention)
 # --------------------------------------------------------------------------------------------
 
@@ -351,6 +442,7 @@ def plot_sweep(sweep_dir: str | Path, result: Mapping | None = None, **fit_optio
     out.append(plot_loss_vs_N(summary, result, sweep / "fig_loss_vs_N.png"))
     out.append(plot_loss_vs_D(summary, result, sweep / "fig_loss_vs_D.png"))
     out.append(plot_nopt_vs_C(result, sweep / "fig_nopt_vs_C.png"))
+    out.append(plot_isoflop(isoflop_panels(result), sweep / "fig_isoflop.png"))
     out.append(plot_shape(summary, sweep / "fig_shape.png"))
     if curves is not None:
         out.append(plot_sample_efficiency(curves, sweep / "fig_sample_efficiency.png"))

@@ -39,8 +39,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from sixn.bench.results import (device_slug, provenance, read_csv_rows, results_root, write_csv,
-                              write_csv_rows, write_json)
+from sixn.bench.results import (device_slug, provenance, read_csv_rows, read_rows, results_root,
+                               write_csv, write_csv_rows, write_json)
 from sixn.model.config import GPTConfig
 from sixn.model.flops import flops_per_token, param_counts
 from sixn.model.presets import PRESETS
@@ -107,6 +107,8 @@ class SweepPlan:
     max_bytes: int | None = None             # read at most this much text (deterministic subset)
     quick: bool = False
     isoflop: IsoflopDesign | None = None     # the budgets of an IsoFLOP sweep
+    size_grid: list[GPTConfig] | None = None  # its grid of shapes, ascending in N
+    size_train: list[TrainConfig] | None = None  # the training setup of each (steps unset)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "corpus": self.corpus, "bpe_vocab": self.bpe_vocab,
@@ -222,11 +224,15 @@ def build_plan(preset_set: str = "cpu", *, quick: bool = False, sizes: list[str]
             for s in ((GPU_SIZES if gpu else QUICK_SIZES if quick else CPU_SIZES))]
         vocab = bpe_vocab or 256
         default = GPU_BUDGETS if gpu else QUICK_BUDGETS if quick else CPU_BUDGETS
-        runs = isoflop_runs(isoflop, [_model(L, d, H, n_ctx, backend).replace(n_vocab=vocab)
-                                      for L, d, H in grid], tc, default)
+        models = sorted((_model(L, d, H, n_ctx, backend).replace(n_vocab=vocab)
+                         for L, d, H in grid), key=lambda m: param_counts(m).nonembedding)
+        runs = isoflop_runs(isoflop, models, tc, default)
         return SweepPlan(runs, name=preset_set + "-isoflop" + ("-quick" if quick else ""),
                          corpus=corpus, bpe_vocab=bpe_vocab, transfer=transfer,
-                         transfer_corpus=transfer_corpus, quick=quick, isoflop=isoflop)
+                         transfer_corpus=transfer_corpus, quick=quick, isoflop=isoflop,
+                         size_grid=models, size_train=[
+                             tc(param_counts(m).nonembedding).replace(noise_microbatches=0)
+                             for m in models])
 
     runs: list[RunSpec] = []
     if include_ladder:
@@ -288,6 +294,47 @@ def isoflop_runs(design: IsoflopDesign, grid: list[GPTConfig], tc,
     return runs
 
 
+def isoflop_extensions(plan: SweepPlan, sweep_dir: Path) -> list[RunSpec]:
+    """Runs that bracket the budgets whose lowest final loss is at an edge of their sizes: the
+    next size of the grid beyond that edge, at that budget (none past the grid's ends, none whose
+    schedule would be shorter than scaling.isoflop.MIN_STEPS). Read from the sweep's
+    summary.csv and sweep.json; rerunning with the returned runs added resumes the sweep."""
+    if plan.isoflop is None or not plan.size_grid or not (sweep_dir / "summary.csv").exists():
+        return []
+    meta = json.loads((sweep_dir / "sweep.json").read_text())
+    where = {r["name"]: (r["budget"], r["budget_convention"]) for r in meta.get("runs", [])
+             if r.get("budget")}
+    shape = {(m.n_layer, m.d_model, m.n_head): i for i, m in enumerate(plan.size_grid)}
+    trained: dict[tuple, dict[int, float]] = {}
+    for row in read_rows(sweep_dir / "summary.csv"):
+        key = where.get(row.get("run"))
+        i = shape.get((row.get("n_layer"), row.get("d_model"), row.get("n_head")))
+        if key is None or i is None or row.get("val_loss") is None:
+            continue
+        trained.setdefault(key, {})[i] = float(row["val_loss"])
+    planned = {(r.budget, r.budget_convention, (r.model.n_layer, r.model.d_model, r.model.n_head))
+               for r in plan.runs if r.budget}
+    out = []
+    for (budget, conv), losses in sorted(trained.items()):
+        lo, hi = min(losses), max(losses)
+        best = min(losses, key=losses.get)
+        nxt = lo - 1 if best == lo else hi + 1 if best == hi else None
+        if nxt is None or not 0 <= nxt < len(plan.size_grid):
+            continue
+        m = plan.size_grid[nxt]
+        if (budget, conv, (m.n_layer, m.d_model, m.n_head)) in planned:
+            continue
+        N = param_counts(m).nonembedding
+        try:
+            t = schedule_for_budget(m, plan.size_train[nxt], budget, conv)
+        except ValueError:
+            continue
+        out.append(RunSpec("isoflop", m, t, label=f"{conv} C={budget:.3g}, N={N:.3g} (extends "
+                           f"the profile past its {'smallest' if nxt < lo else 'largest'} size)",
+                           budget=budget, budget_convention=conv))
+    return out
+
+
 def default_plan(device: str | None = None, quick: bool = False, **kw) -> SweepPlan:
     dev = _device(device)
     return build_plan("gpu" if torch.device(dev).type == "cuda" else "cpu", quick=quick, **kw)
@@ -304,8 +351,9 @@ def _device(device: str | None) -> str:
     return str(dev)
 
 
-def default_sweep_dir(device: str, quick: bool = False) -> Path:
-    return results_root() / "scaling" / (device_slug(device) + ("-quick" if quick else ""))
+def default_sweep_dir(device: str, quick: bool = False, isoflop: bool = False) -> Path:
+    return results_root() / "scaling" / (device_slug(device) + ("-isoflop" if isoflop else "")
+                                         + ("-quick" if quick else ""))
 
 
 # --------------------------------------------------------------------------------------------
@@ -443,7 +491,8 @@ def _run_sweep(plan, out_dir, dev: str, quick: bool, progress: bool, fit: bool,
         plan = default_plan(dev, quick=quick)
     elif isinstance(plan, str):
         plan = build_plan(plan, quick=quick)
-    sweep_dir = Path(out_dir) if out_dir is not None else default_sweep_dir(dev, plan.quick or quick)
+    sweep_dir = Path(out_dir) if out_dir is not None else default_sweep_dir(
+        dev, plan.quick or quick, plan.isoflop is not None)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     prov = provenance(dev)
     corpus, tr = load_plan_corpora(plan)

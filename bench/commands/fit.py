@@ -11,10 +11,20 @@ are case-insensitive. Fitted, with percentile-bootstrap intervals:
                                     the lowest-loss N of each compute budget (isoFLOP groups) or
                                     of the loss-compute frontier, fitted as N_opt = k C^a
 
+IsoFLOP tables (Chinchilla's approach 2; detected, or chosen with --method isoflop): a column C
+of compute budgets (rows within 2 % are one budget), N and loss, and D or D = C / 6N. Each
+budget's loss against ln N is fitted by a parabola whose vertex is its N_opt (with a residual
+bootstrap interval); then N_opt = k C^a and D_opt = k C^b over the budgets. A table is taken as
+IsoFLOP when it has a C column, two or more budgets, and no budget of a single row. A budget with
+fewer than 3 sizes is an error; a budget whose lowest loss is at its smallest or largest N is left
+out with a warning (--strict: an error). The plot (--plot, default TABLE-isoflop.png next to the
+table) shows the profiles, their minima and the fitted N_opt(C).
+
 Examples:
   sixn fit chinchilla_points.csv
   sixn fit table.csv --json --bootstrap 200 --seed 1
   sixn fit kaplan.csv --c-units pf-days
+  sixn fit isoflop.csv --method isoflop --plot isoflop.png
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -33,9 +44,12 @@ from sixn.bench.errors import CLIError
 from sixn.bench.results import fmt_number, read_table
 from sixn.model.flops import PF_DAY, run_compute, tokens_from_compute
 from sixn.scaling.chinchilla import fit_chinchilla
+from sixn.scaling.compute_optimal import (IsoflopError, IsoflopRuns, approach2, budget_groups,
+                                          check_isoflop_table)
 from sixn.scaling.fitting import DEFAULT_BOOTSTRAP
 from sixn.scaling.kaplan import fit_L_N, fit_N_opt
 from sixn.scaling.laws import Fit
+from sixn.scaling.plots import plot_isoflop
 
 ALIASES = {
     "N": ("n", "params", "n_params", "parameters"),
@@ -61,6 +75,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="how C relates to N and D: 6N means C = 6 N D (Kaplan, Chinchilla)")
     p.add_argument("--c-units", default="flops", choices=["flops", "pf-days"],
                    help="unit of the C column (default %(default)s)")
+    p.add_argument("--method", default="auto", choices=["auto", "isoflop", "chinchilla"],
+                   help="isoflop: approach 2 on IsoFLOP budgets; chinchilla: L(N), approach 3 and "
+                        "the empirical N_opt; auto (default): isoflop for an IsoFLOP table")
+    p.add_argument("--strict", action="store_true",
+                   help="isoflop: refuse a budget whose minimum is at an edge instead of leaving "
+                        "it out")
+    p.add_argument("--plot", type=Path, metavar="PNG",
+                   help="isoflop: where to draw the profiles (default TABLE-isoflop.png)")
+    p.add_argument("--no-plot", action="store_true", help="isoflop: draw no plot")
     p.add_argument("--full-grid", action="store_true",
                    help="run L-BFGS-B from every point of Hoffmann's 4500-point start grid "
                         "(default: from the 64 best by the objective)")
@@ -107,7 +130,7 @@ def load_table(path: str | Path, c_units: str = "flops") -> dict:
                        f"for the Chinchilla form; found columns: {', '.join(fields) or 'none'}")
     if table.empty:
         raise CLIError(f"{path}: the table has no rows")
-    out = {"path": str(path), "columns": dict(cols), "n_rows": len(table),
+    out = {"path": str(path), "columns": dict(cols), "n_rows": len(table), "C_given": "C" in cols,
            "N": _column(table, cols["N"], "parameters"),
            "loss": _column(table, cols["loss"], "loss")}
     if "C" in cols:
@@ -234,12 +257,86 @@ def _text(res: dict) -> str:
     return "\n".join(lines)
 
 
+def is_isoflop_table(t: dict) -> bool:
+    """A C column (not derived from D), two or more budgets and no budget of a single row."""
+    if not t.get("C_given"):
+        return False
+    g = budget_groups(t["C"], ISOFLOP_TOL)
+    counts = np.bincount(g)
+    return counts.size >= 2 and counts.min() >= 2
+
+
+def fit_isoflop(t: dict, n_boot: int, seed: int, strict: bool = False) -> tuple[dict, object]:
+    """Approach 2 on an IsoFLOP table: (the result dict, the ComputeOptimal for the plot)."""
+    if "C" not in t:
+        raise CLIError(f"{t['path']}: an IsoFLOP table needs a compute column C (named "
+                       f"{' / '.join(ALIASES['C'])}), the budget of each run")
+    try:
+        runs = IsoflopRuns(t["N"], t["D"], t["loss"], {"6N": t["C"]}, "6N",
+                           sizes_from_compute=False)
+        r = approach2(runs, n_boot=n_boot, seed=seed)["6N"]
+        check_isoflop_table(runs, r.profiles)
+    except IsoflopError as e:
+        raise CLIError(str(e)) from None
+    edges = [p for p in r.profiles if not p.ok]
+    if edges and strict:
+        raise CLIError("--strict: " + "; ".join(f"budget C = {p.C:.4g}: {p.reason}" for p in edges))
+    if r.N_opt is None:
+        raise CLIError("approach 2 needs at least 2 budgets with a bracketed minimum; "
+                       + "; ".join(f"budget C = {p.C:.4g}: {p.reason}" for p in edges))
+    res = {"table": t["path"], "columns": t["columns"], "n": int(t["N"].size), "method": "isoflop",
+           "bootstrap": n_boot, "bootstrap_used": r.N_opt.n_boot, "seed": seed,
+           "a": r.N_opt.params["a"], "b": r.D_opt.params["b"],
+           "intervals": {"a": list(r.N_opt.intervals["a"]), "b": list(r.D_opt.intervals["b"])},
+           "budgets": [p.to_dict() for p in r.profiles], "excluded": r.excluded,
+           "fits": {"N_opt": r.N_opt, "D_opt": r.D_opt}, "notes": r.notes}
+    return res, r
+
+
+def _isoflop_text(res: dict) -> str:
+    lo, hi = res["intervals"]["a"]
+    blo, bhi = res["intervals"]["b"]
+    lines = [f"{res['table']}: {res['n']} rows, {len(res['budgets'])} budgets; columns "
+             + ", ".join(f"{k}={v}" for k, v in res["columns"].items())
+             + f"; approach 2 (IsoFLOP profiles), bootstrap {res['bootstrap_used']} "
+               f"(seed {res['seed']}), intervals 2.5-97.5 %", "",
+             f"  {'budget C':>12} {'sizes':>5} {'N_opt':>12} {'[2.5 %, 97.5 %]':>26} "
+             f"{'D_opt':>12} {'loss':>8}"]
+    for p in res["budgets"]:
+        if p["status"] == "ok":
+            ilo, ihi = p["N_opt_interval"]
+            lines.append(f"  {fmt(p['C']):>12} {p['n_sizes']:>5} {fmt(p['N_opt']):>12} "
+                         f"{'[' + fmt(ilo) + ', ' + fmt(ihi) + ']':>26} {fmt(p['D_opt']):>12} "
+                         f"{fmt(p['loss_opt']):>8}")
+        else:
+            lines.append(f"  {fmt(p['C']):>12} {p['n_sizes']:>5}   left out: {p['reason']}")
+    lines += ["", f"N_opt ~ C^a: a = {fmt(res['a'])} [{fmt(lo)}, {fmt(hi)}]",
+              f"D_opt ~ C^b: b = {fmt(res['b'])} [{fmt(blo)}, {fmt(bhi)}]",
+              f"({res['notes']})"]
+    if res.get("plot"):
+        lines.append(f"plot: {res['plot']}")
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
     t = load_table(args.table, args.c_units)
-    res = fit_table(t, args.bootstrap, args.seed, args.full_grid)
+    method = args.method
+    if method == "auto":
+        method = "isoflop" if is_isoflop_table(t) else "chinchilla"
+    if method == "isoflop":
+        res, r = fit_isoflop(t, args.bootstrap, args.seed, args.strict)
+        for e in res["excluded"]:
+            print(f"sixn fit: warning: budget C = {e['C']:.4g} left out: {e['reason']}",
+                  file=sys.stderr)
+        if not args.no_plot:
+            path = args.plot or Path(args.table).with_name(Path(args.table).stem + "-isoflop.png")
+            res["plot"] = str(plot_isoflop([(r, f"{Path(args.table).name}: C = 6ND")], path))
+    else:
+        res = fit_table(t, args.bootstrap, args.seed, args.full_grid)
+        res["method"] = "chinchilla"
     res["conv"] = args.conv
     if args.json:
         print(json.dumps(_clean(res), indent=2))
     else:
-        print(_text(res))
+        print(_isoflop_text(res) if method == "isoflop" else _text(res))
     return 0

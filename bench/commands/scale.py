@@ -10,6 +10,15 @@ examples:
   sixn scale --quick               a 1-minute ladder (used by sixn report --quick)
   sixn scale --shape --transfer    also Kaplan's shape and transfer experiments
   sixn scale --sizes 2x32 3x64 4x96 --corpus ~/text/ --bpe 2048
+  sixn scale --isoflop             an IsoFLOP sweep (CPU: 4 budgets over a decade, 5 sizes each)
+  sixn scale --isoflop --bpe 2048 --budget-convention kaplan_6N measured
+                                   two IsoFLOP designs: budgets under 6N and under measured FLOPs
+
+IsoFLOP sweeps (scaling.isoflop): --budgets (FLOPs under --budget-convention; default the preset
+set's) and --sizes-per-budget consecutive sizes of the grid (--sizes, default the preset set's)
+per budget, each run's schedule (warm-up, then cosine to its own last step) sized to end at its
+budget. With several budget conventions, each gets its own runs. The fits then add Chinchilla's
+approaches 1 and 2 under every convention (fits.json "compute_optimal", fig_isoflop.png).
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import sys
 import time
 
 from sixn.bench import argtypes
+from sixn.scaling.isoflop import BUDGET_CONVENTIONS, DEFAULT_BUDGET_CONVENTION, IsoflopDesign
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,6 +43,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shape", action="store_true",
                    help="add the shape experiment: fixed N, n_layer against d_model and n_head")
     p.add_argument("--no-ladder", action="store_true", help="leave the ladder out (with --shape etc.)")
+    p.add_argument("--isoflop", action="store_true",
+                   help="an IsoFLOP sweep instead of the ladder: runs trained to fixed budgets")
+    p.add_argument("--budgets", nargs="+", type=argtypes.positive_float, metavar="FLOPS",
+                   help="--isoflop: compute budgets in FLOPs under --budget-convention (default: "
+                        "4 over a decade, full-model 3e11 to 3e12 on the CPU)")
+    p.add_argument("--budget-convention", nargs="+", metavar="CONV",
+                   default=[DEFAULT_BUDGET_CONVENTION], choices=BUDGET_CONVENTIONS,
+                   help="--isoflop: how a budget is counted, one design per convention "
+                        "(default %(default)s; choices: %(choices)s)")
+    p.add_argument("--sizes-per-budget", type=argtypes.positive_int, metavar="K",
+                   help="--isoflop: sizes trained at each budget (default 5; --quick 4)")
+    p.add_argument("--extend", type=argtypes.nonneg_int, default=2, metavar="ROUNDS",
+                   help="--isoflop: rounds of adding the next size of the grid to a budget whose "
+                        "lowest loss is at its smallest or largest size (default %(default)s)")
     p.add_argument("--transfer", action="store_true",
                    help="also evaluate every run on a second corpus of another kind")
     p.add_argument("--transfer-corpus", nargs="+", metavar="PATH", type=argtypes.readable_source,
@@ -75,19 +99,33 @@ def run(args: argparse.Namespace) -> int:
     if preset_set == "gpu" and torch.device(device).type != "cuda":
         raise CLIError("--preset-set gpu needs a CUDA device (bf16, triton kernels); "
                        "use --preset-set cpu on this machine")
-    out = args.out or sw.default_sweep_dir(device, args.quick)
+    out = args.out or sw.default_sweep_dir(device, args.quick, args.isoflop)
     if args.status:
         if not (out / "sweep.json").exists():
             raise CLIError(f"{out} holds no sweep (no sweep.json)")
         rows = sw.sweep_status(out)
         print(json.dumps(rows, indent=2) if args.json else _table(rows))
         return 0
+    isoflop = None
+    if args.isoflop:
+        clash = [f for f, v in (("--steps", args.steps), ("--data-limited", args.data_limited),
+                                ("--shape", args.shape), ("--no-ladder", args.no_ladder)) if v]
+        if clash:
+            raise CLIError(f"--isoflop sets each run's steps from its budget and runs no ladder; "
+                           f"leave out {', '.join(clash)}")
+    elif args.budgets or args.sizes_per_budget or args.budget_convention != [
+            DEFAULT_BUDGET_CONVENTION]:
+        raise CLIError("--budgets, --budget-convention and --sizes-per-budget need --isoflop")
     try:
+        if args.isoflop:
+            isoflop = IsoflopDesign(tuple(args.budgets) if args.budgets else None,
+                                    args.sizes_per_budget or (4 if args.quick else 5),
+                                    tuple(args.budget_convention))
         plan = sw.build_plan(preset_set, quick=args.quick, sizes=args.sizes,
                              data_limited=args.data_limited, shape=args.shape,
                              transfer=args.transfer, corpus=args.corpus, bpe_vocab=args.bpe,
                              transfer_corpus=args.transfer_corpus, steps=args.steps,
-                             include_ladder=not args.no_ladder)
+                             include_ladder=not args.no_ladder, isoflop=isoflop)
         plan.max_bytes = args.max_bytes
         check_plan_memory(plan, device)
     except ValueError as e:
@@ -97,6 +135,16 @@ def run(args: argparse.Namespace) -> int:
         sweep_dir = sw.run_sweep(plan, out, device, quick=args.quick, progress=not args.no_progress,
                                  deadline=deadline,
                                  fit=not args.no_fit, threads=args.threads)
+        for _ in range(args.extend if isoflop is not None else 0):
+            extra = sw.isoflop_extensions(plan, sweep_dir)
+            if not extra:
+                break
+            for r in extra:
+                print(f"sixn scale: {r.label}", file=sys.stderr)
+            plan.runs.extend(extra)
+            sweep_dir = sw.run_sweep(plan, out, device, quick=args.quick,
+                                     progress=not args.no_progress, fit=not args.no_fit,
+                                     threads=args.threads)
     except ValueError as e:
         raise CLIError(str(e)) from None
     rows = sw.sweep_status(sweep_dir)

@@ -11,7 +11,9 @@ are optimistic.
 
 Approach 2 (IsoFLOP profiles, their section 3.2): runs trained to one of several fixed budgets,
 each with its own schedule ending at its budget. For each budget, the final loss against log N is
-fitted by a parabola, L = c0 + c1 x + c2 x^2 with x = ln N, and its vertex is that budget's N_opt.
+fitted by a parabola, L = c0 + c1 x + c2 x^2 with x = ln N, over the (at most) 5 sizes around the
+lowest loss, and its vertex is that budget's N_opt. A local fit keeps the cubic and higher terms of
+an asymmetric profile from pulling the vertex when a budget's sizes span a wide range.
 A parabola in ln N is the second-order expansion of any smooth profile around its minimum; for a
 Chinchilla-form loss E + A/N^alpha + B/D^beta on C = 6ND, the profile around its minimum has the
 same shape at every budget up to a scale factor on L - E, so fitting L (not log L) makes any
@@ -48,7 +50,9 @@ run's fitted loss, and the whole analysis (every profile, every convention, the 
 is redone on each resample; percentile intervals (2.5 %, 97.5 %) of N_opt per budget and of the
 exponents follow. The same resamples serve every convention, so differences between conventions
 have paired intervals. With no residual degrees of freedom (only 3-point profiles) there are no
-intervals.
+intervals. The intervals cover the noise of the losses, not the parabola's misfit: where a
+profile is strongly asymmetric (small models dominated by the head, under a convention that
+counts it) the vertex can sit 10-20 % off the true minimum at low noise.
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ from sixn.scaling.laws import CI_PERCENTILES, Fit
 ISOFLOP_TOL = 0.02     # compute within 2 % is one budget (schedules end within half a step)
 MIN_SIZES = 3          # a parabola needs three sizes
 MIN_BUDGETS = 2        # N_opt = k C^a needs two budgets at least
+LOCAL_SIZES = 5        # the parabola is fitted to the 5 sizes around the lowest loss
 
 
 class IsoflopError(ValueError):
@@ -106,6 +111,7 @@ class Profile:
     reason: str = ""
     coef: tuple[float, float, float] | None = None   # c0, c1, c2 of L = c0 + c1 u + c2 u^2
     x0: float = 0.0            # u = ln N - x0
+    fit_range: tuple[int, int] = (0, 0)   # the points [lo, hi) the parabola was fitted to
     N_opt: float = math.nan
     D_opt: float = math.nan
     N_model_opt: float = math.nan
@@ -134,6 +140,7 @@ class Profile:
                 "status": self.status, "reason": self.reason,
                 "parabola": None if self.coef is None else {
                     "c0": self.coef[0], "c1": self.coef[1], "c2": self.coef[2], "x0": self.x0,
+                    "fitted_points": list(self.fit_range),
                     "form": "L = c0 + c1 u + c2 u^2, u = ln N - x0"},
                 "N_opt": clean(self.N_opt), "D_opt": clean(self.D_opt),
                 "N_model_opt": clean(self.N_model_opt),
@@ -155,10 +162,22 @@ def fit_profile(C: float, N, loss, D=None, N_model=None, *, rebuilt: bool = Fals
                                            f"distinct N")
         return p
     x = np.log(p.N)
-    p.x0 = float(x.mean())
-    p.coef = _parabola(x - p.x0, p.loss)
+    lo, hi = _local(p.loss)
+    p.x0 = float(x[lo:hi].mean())
+    p.coef = _parabola(x[lo:hi] - p.x0, p.loss[lo:hi])
+    p.fit_range = (lo, hi)
     _vertex(p)
     return p
+
+
+def _local(loss: np.ndarray) -> tuple[int, int]:
+    """The LOCAL_SIZES consecutive points centred on the lowest loss (all of them when fewer)."""
+    n = loss.size
+    if n <= LOCAL_SIZES:
+        return 0, n
+    i = int(np.argmin(loss))
+    lo = min(max(0, i - LOCAL_SIZES // 2), n - LOCAL_SIZES)
+    return lo, lo + LOCAL_SIZES
 
 
 def _parabola(u: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
@@ -182,7 +201,8 @@ def _vertex(p: Profile) -> None:
     u = -c1 / (2 * c2)
     x = u + p.x0
     lx = np.log(p.N)
-    if not lx[0] <= x <= lx[-1]:
+    lo, hi = p.fit_range
+    if not lx[lo] <= x <= lx[hi - 1]:
         p.status, p.reason = "outside", (f"the parabola's vertex N = {math.exp(x):.4g} lies "
                                          f"outside the sizes tried")
         return
@@ -344,9 +364,10 @@ def _residual_pool(profs: list[Profile]) -> np.ndarray:
     """Residuals of the parabolas with spare degrees of freedom, scaled by sqrt(n / (n - 3))."""
     out = []
     for p in profs:
-        n = p.N.size
+        lo, hi = p.fit_range
+        n = hi - lo
         if p.coef is not None and n > 3:
-            out.append((p.loss - p.fitted(p.N)) * math.sqrt(n / (n - 3)))
+            out.append((p.loss[lo:hi] - p.fitted(p.N[lo:hi])) * math.sqrt(n / (n - 3)))
     return np.concatenate(out) if out else np.zeros(0)
 
 
@@ -365,8 +386,10 @@ def approach2(runs: IsoflopRuns, conventions: Sequence[str] | None = None, *,
     size = runs.size(runs.budget_convention)
     for g, p in zip(np.unique(runs.budget), direct):
         m = runs.budget == g
-        if p.coef is not None:
-            fitted[m] = p.fitted(size[m])
+        if p.coef is not None:  # the parabola where it was fitted, the loss itself elsewhere
+            lo, hi = p.fit_range
+            inside = (size[m] >= p.N[lo]) & (size[m] <= p.N[hi - 1])
+            fitted[m] = np.where(inside, p.fitted(size[m]), runs.loss[m])
     fitted = np.where(np.isfinite(fitted), fitted, runs.loss)
     pool = _residual_pool(direct)
     draws = n_boot if pool.size else 0

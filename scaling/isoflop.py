@@ -114,15 +114,21 @@ def schedule_for_budget(model: GPTConfig, tcfg: TrainConfig, budget: float,
 
 def window(sizes: Sequence[GPTConfig], tcfg: TrainConfig, budget: float, convention: str,
            k: int) -> list[int]:
-    """Indices of the k consecutive sizes (of `sizes`, ascending in N) centred on the size that
-    would spend `budget` at TOKENS_PER_PARAM_GUESS tokens per non-embedding parameter."""
-    if k > len(sizes):
-        raise ValueError(f"{k} sizes per budget asked for, but the grid has {len(sizes)}")
-    spend = []
-    for m in sizes:
+    """Indices of up to k consecutive sizes (of `sizes`, ascending in N) centred on the size that
+    would spend `budget` at TOKENS_PER_PARAM_GUESS tokens per non-embedding parameter, among the
+    sizes whose run at this budget makes at least MIN_STEPS steps."""
+    spend, feasible = [], []
+    for i, m in enumerate(sizes):
         n = param_counts(m).nonembedding
-        per_token = step_flops(m, tcfg, convention) / tcfg.batch_tokens
-        spend.append(per_token * TOKENS_PER_PARAM_GUESS * n)
-    centre = min(range(len(sizes)), key=lambda i: abs(math.log(spend[i] / budget)))
-    start = min(max(0, centre - k // 2), len(sizes) - k)
-    return list(range(start, start + k))
+        per_step = step_flops(m, tcfg, convention)
+        spend.append(per_step / tcfg.batch_tokens * TOKENS_PER_PARAM_GUESS * n)
+        if round(budget / per_step) >= MIN_STEPS:
+            feasible.append(i)
+    if len(feasible) < 3:
+        raise ValueError(f"budget {budget:.3g} FLOPs ({convention}) leaves {len(feasible)} size(s) "
+                         f"of the grid with at least {MIN_STEPS} steps; a profile needs 3: raise "
+                         f"the budget or add smaller sizes")
+    k = min(k, len(feasible))
+    centre = min(range(len(feasible)), key=lambda j: abs(math.log(spend[feasible[j]] / budget)))
+    start = min(max(0, centre - k // 2), len(feasible) - k)
+    return feasible[start:start + k]

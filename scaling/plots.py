@@ -278,7 +278,8 @@ def _draw_profiles(ax, r: ComputeOptimal) -> None:
         ax.plot(p.N, p.loss, "o" if p.ok else "x", color=c, ms=4,
                 label=f"C = {fmt_value(p.C)}" + ("" if p.ok else f" (left out: {p.status})"))
         if p.coef is not None:
-            xs = np.geomspace(p.N.min(), p.N.max(), 60)
+            lo, hi = p.fit_range
+            xs = np.geomspace(p.N[lo], p.N[hi - 1], 60)
             ax.plot(xs, p.fitted(xs), "-" if p.ok else ":", color=c, lw=1)
         if p.ok:
             lo, hi = p.N_opt_interval

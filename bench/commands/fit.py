@@ -268,7 +268,7 @@ def is_isoflop_table(t: dict) -> bool:
 
 def fit_isoflop(t: dict, n_boot: int, seed: int, strict: bool = False) -> tuple[dict, object]:
     """Approach 2 on an IsoFLOP table: (the result dict, the ComputeOptimal for the plot)."""
-    if "C" not in t:
+    if not t.get("C_given"):
         raise CLIError(f"{t['path']}: an IsoFLOP table needs a compute column C (named "
                        f"{' / '.join(ALIASES['C'])}), the budget of each run")
     try:

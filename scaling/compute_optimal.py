@@ -112,6 +112,7 @@ class Profile:
     coef: tuple[float, float, float] | None = None   # c0, c1, c2 of L = c0 + c1 u + c2 u^2
     x0: float = 0.0            # u = ln N - x0
     fit_range: tuple[int, int] = (0, 0)   # the points [lo, hi) the parabola was fitted to
+    d_from_size: bool = False  # D_opt = C / (6 N_opt) (N is N_eff), else interpolated in ln N
     N_opt: float = math.nan
     D_opt: float = math.nan
     N_model_opt: float = math.nan
@@ -148,14 +149,15 @@ class Profile:
                 "N_opt_interval": [clean(v) for v in self.N_opt_interval]}
 
 
-def fit_profile(C: float, N, loss, D=None, N_model=None, *, rebuilt: bool = False) -> Profile:
+def fit_profile(C: float, N, loss, D=None, N_model=None, *, rebuilt: bool = False,
+                d_from_size: bool = False) -> Profile:
     """The parabola in ln N through one profile and its vertex, or the reason it has none.
     D None: D = C / (6 N), Chinchilla's C = 6 N D. N_model: the models' own count (default N)."""
     N, loss = np.asarray(N, float), np.asarray(loss, float)
     D = C / (KAPLAN_FLOPS_PER_PARAM_TOKEN * N) if D is None else np.asarray(D, float)
     N_model = N if N_model is None else np.asarray(N_model, float)
     o = np.argsort(N, kind="stable")
-    p = Profile(float(C), N[o], loss[o], D[o], N_model[o], rebuilt)
+    p = Profile(float(C), N[o], loss[o], D[o], N_model[o], rebuilt, d_from_size=d_from_size)
     sizes = np.unique(p.N).size
     if sizes < MIN_SIZES:
         p.status, p.reason = "few_sizes", (f"{sizes} size(s); a parabola needs {MIN_SIZES} "
@@ -208,7 +210,8 @@ def _vertex(p: Profile) -> None:
         return
     p.status, p.reason = "ok", ""
     p.N_opt = math.exp(x)
-    p.D_opt = math.exp(np.interp(x, lx, np.log(p.D)))
+    p.D_opt = (p.C / (KAPLAN_FLOPS_PER_PARAM_TOKEN * p.N_opt) if p.d_from_size
+               else math.exp(np.interp(x, lx, np.log(p.D))))
     p.N_model_opt = math.exp(np.interp(x, lx, np.log(p.N_model)))
     p.loss_opt = c0 + c1 * u + c2 * u * u
 
@@ -264,7 +267,8 @@ def direct_profiles(runs: IsoflopRuns) -> list[Profile]:
     for g in np.unique(runs.budget):
         m = runs.budget == g
         level = float(np.exp(np.log(Cb[m]).mean()))
-        out.append(fit_profile(level, size[m], runs.loss[m], runs.D[m], runs.N[m]))
+        out.append(fit_profile(level, size[m], runs.loss[m], runs.D[m], runs.N[m],
+                               d_from_size=runs.sizes_from_compute))
     return out
 
 
@@ -290,7 +294,8 @@ def rebuilt_profiles(runs: IsoflopRuns, convention: str, tol: float = ISOFLOP_TO
                 Ms.append(n)
         Ns = np.array(Ns, float)
         out.append(fit_profile(level, Ns, np.array(Ls), level / (KAPLAN_FLOPS_PER_PARAM_TOKEN * Ns)
-                               if Ns.size else Ns, np.array(Ms, float), rebuilt=True))
+                               if Ns.size else Ns, np.array(Ms, float), rebuilt=True,
+                               d_from_size=True))
     return out
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Sequence
 
 from sixn.model.config import GPTConfig
@@ -88,10 +89,16 @@ def default_budgets(base: Sequence[float], grid: Sequence[GPTConfig], tcfg: Trai
     return tuple(float(f"{b * ratio:.3g}") for b in base)
 
 
+@lru_cache(maxsize=256)
+def _measured(model: GPTConfig, batch: int, seq_len: int) -> tuple[int | None, str]:
+    """One counted step per shape (a pure function of its arguments: cached)."""
+    return measure_step_flops(model, batch, seq_len)
+
+
 def step_flops(model: GPTConfig, tcfg: TrainConfig, convention: str) -> float:
     """FLOPs of one training step of this shape under a budget convention."""
     if convention == "measured":
-        flops, how = measure_step_flops(model, tcfg.batch_size, tcfg.seq_len)
+        flops, how = _measured(model.replace(name=""), tcfg.batch_size, tcfg.seq_len)
         if flops is None:
             raise ValueError(f"--budget-convention measured: {how}")
         return float(flops)

@@ -272,6 +272,7 @@ def compute_optimal_fits(t: SweepTables, opts: FitOptions, skipped: _Skipped,
                 Skip(r.reason)))
         else:
             by_convention[conv]["approach2"] = chosen[conv] = r
+    summary["budget_conventions"] = list(results)
     for y, res in results.items():
         summary["designs"][y] = {c: _exponents(r) for c, r in res.items() if r.N_opt is not None}
     for method in ("approach1", "approach2"):

@@ -283,3 +283,32 @@ def test_isoflop_runs_refuse_non_positive_values():
                        sizes_from_compute=False)
     with pytest.raises(IsoflopError, match=r"budget C = 1e\+19 has 2"):
         check_isoflop_table(runs, approach2(runs, n_boot=0)["6N"].profiles)
+
+
+def test_scale_isoflop_end_to_end(tmp_path, capsys):
+    """A tiny IsoFLOP sweep through `sixn scale`: each run ends at its budget, the fits and the
+    profile plot are written."""
+    out = tmp_path / "iso"
+    rc = main(["scale", "--isoflop", "--quick", "--sizes", "2x8", "2x12", "2x16",
+               "--budgets", "6e9", "1.2e10", "--sizes-per-budget", "3", "--extend", "0",
+               "--out", str(out), "--no-progress", "--json", "--no-fit"])
+    assert rc == 0, capsys.readouterr().err
+    j = json.loads(capsys.readouterr().out)
+    assert len(j["runs"]) == 6 and all(r["state"] == "done" for r in j["runs"])
+    meta = json.loads((out / "sweep.json").read_text())
+    assert meta["plan"]["isoflop"]["budget_conventions"] == ["full_model"]
+    budget = {r["name"]: r["budget"] for r in meta["runs"]}
+    for row in csv.DictReader(open(out / "summary.csv")):
+        per_step = float(row["C_full_model"]) / float(row["steps"])
+        assert abs(float(row["C_full_model"]) - budget[row["run"]]) <= 0.5 * per_step
+    res = fit_sweep(out, n_boot=5, chinchilla_polish=2)
+    assert res["compute_optimal"]["budget_conventions"] == ["full_model"]
+    slot = res["by_convention"]["full_model"]
+    prof = slot.get("approach2")
+    prof = prof if hasattr(prof, "profiles") else slot["approach2_profiles"]
+    assert len(prof.profiles) == 2 and all(p.N.size == 3 for p in prof.profiles)
+    assert out / "fig_isoflop.png" in plot_sweep(out, res)
+    rc = main(["scale", "--budgets", "1e12"])
+    assert rc == 2 and "need --isoflop" in capsys.readouterr().err
+    rc = main(["scale", "--isoflop", "--steps", "100", "--out", str(tmp_path / "x")])
+    assert rc == 2 and "leave out --steps" in capsys.readouterr().err

@@ -132,10 +132,11 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(str(e)) from None
     try:
         deadline = None if args.time_budget is None else time.monotonic() + args.time_budget
+        rounds = args.extend if isoflop is not None else 0
         sweep_dir = sw.run_sweep(plan, out, device, quick=args.quick, progress=not args.no_progress,
-                                 deadline=deadline,
-                                 fit=not args.no_fit, threads=args.threads)
-        for _ in range(args.extend if isoflop is not None else 0):
+                                 deadline=deadline, fit=not args.no_fit and not rounds,
+                                 threads=args.threads)
+        for _ in range(rounds):  # fit once, after the profiles are bracketed
             extra = sw.isoflop_extensions(plan, sweep_dir)
             if not extra:
                 break
@@ -143,8 +144,12 @@ def run(args: argparse.Namespace) -> int:
                 print(f"sixn scale: {r.label}", file=sys.stderr)
             plan.runs.extend(extra)
             sweep_dir = sw.run_sweep(plan, out, device, quick=args.quick,
-                                     progress=not args.no_progress, fit=not args.no_fit,
+                                     progress=not args.no_progress, deadline=deadline, fit=False,
                                      threads=args.threads)
+        if rounds and not args.no_fit:
+            for note in sw.fit_and_plot(sweep_dir):
+                if not note.endswith(" done") or not args.no_progress:
+                    print(f"sixn scale: {note}", file=sys.stderr)
     except ValueError as e:
         raise CLIError(str(e)) from None
     rows = sw.sweep_status(sweep_dir)

@@ -15,6 +15,7 @@ from sixn.model.flops import accounting, flops_per_token, param_counts
 from sixn.scaling.compute_optimal import (IsoflopError, IsoflopRuns, approach2, budget_groups,
                                           check_isoflop_table, fit_profile)
 from sixn.scaling.isoflop import IsoflopDesign, schedule_for_budget, step_flops
+from sixn.scaling.isoflop_text import paragraph
 from sixn.scaling.laws import chinchilla_loss
 from sixn.scaling.plots import plot_sweep
 from sixn.scaling.sweep import build_plan, isoflop_extensions, resolve_plan
@@ -139,6 +140,10 @@ def test_fit_sweep_on_an_isoflop_sweep(tmp_path):
     assert all(p["status"] == "ok" for p in prof) and len(prof) == 4
     assert j["published"]["chinchilla"]["approach2"]["a"] == 0.49
     assert sweep / "fig_isoflop.png" in plot_sweep(sweep, res)
+    text = paragraph(sweep)   # the README's paragraph: figures read from the files
+    assert f"| 6N | {six['a']:.3f} [{six['a_interval'][0]:.3f}, {six['a_interval'][1]:.3f}]" in text
+    way = "lowers" if d["difference"] > 0 else "raises"
+    assert f"Counting compute as the full-model count instead of 6N {way} a by" in text
     assert (sweep / "fig_isoflop.png").stat().st_size > 10_000
     rows = {(r["fit"], r["convention"], r["param"]) for r in csv.DictReader(
         open(sweep / "fits.csv"))}

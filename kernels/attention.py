@@ -40,7 +40,8 @@ Supported: q (B, H, T, D) and k, v (B, H_kv, T, D) (no cross-attention), any T >
 (ragged ends masked), head dims D from 1 to 256 (D is padded with masks to BLOCK_D = the next
 power of two >= 16; 16, 32, 64 and 128 are tested, as are padded ones such as 40), dtypes
 float16, bfloat16 and float32 (fp32 accumulators and softmax always; fp32 inputs use IEEE fp32
-products, not TF32), any strides (inputs are read in place, e.g. (B, T, H, D) views transposed to
+products under torch's default float32 matmul precision "highest", TF32 otherwise: runtime.dot_policy,
+the policy of every sixn kernel), any strides (inputs are read in place, e.g. (B, T, H, D) views transposed to
 (B, H, T, D)). Offsets of the (batch, head) and row blocks are int64, so B*H*T*D may pass 2^31;
 offsets inside one tile are int32 (a row stride below 2^24 elements). Outputs and gradients are
 contiguous (B, H, T, D); lse is contiguous fp32 (B, H, T).
@@ -58,6 +59,7 @@ The gradient of lse is supported (it enters delta).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Optional
@@ -69,7 +71,8 @@ from torch.utils.flop_counter import register_flop_formula
 
 from sixn.model.flops import AttentionExec
 
-from .runtime import check_device, check_dtype
+from .blocks import dot
+from .runtime import Tiles, check_device, check_dtype, check_dtype_supported, dot_policy
 
 LOG2E = 1.4426950408889634  # 1/ln(2): exp(x) = exp2(x * LOG2E)
 MAX_HEAD_DIM = 256
@@ -80,20 +83,17 @@ MAX_HEAD_DIM = 256
 # --------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class PassConfig:
-    block_m: int     # query rows per tile
-    block_n: int     # key rows per tile
-    num_warps: int = 4
-    num_stages: int = 2
+class AttentionConfig:
+    """The tiles of the three passes (runtime.Tiles): block_m query rows, block_n key rows, block_k
+    the head dim padded to a power of two >= 16 (the reduction of Q K^T, the same in every pass)."""
+    fwd: Tiles            # forward
+    dkdv: Tiles           # backward, dK/dV pass (one program per key block)
+    dq: Tiles             # backward, dQ pass (one program per query block)
 
-
-@dataclass(frozen=True)
-class KernelConfig:
-    block_d: int          # head dim padded to a power of two >= 16 (the K of every tl.dot)
-    fwd: PassConfig       # forward
-    dkdv: PassConfig      # backward, dK/dV pass (one program per key block)
-    dq: PassConfig        # backward, dQ pass (one program per query block)
-    upcast_dot: bool      # bf16 products in fp32 (interpreter only)
+    @property
+    def block_d(self) -> int:
+        """The padded head dim (BLOCK_D of the kernels)."""
+        return self.fwd.block_k
 
 
 def _pow2_at_least(n: int, lo: int = 16) -> int:
@@ -104,43 +104,44 @@ def _on_cuda(device) -> bool:
     return torch.device(device).type == "cuda"
 
 
-def kernel_config(T: int, head_dim: int, dtype: torch.dtype, device) -> KernelConfig:
+def kernel_config(T: int, head_dim: int, dtype: torch.dtype, device) -> AttentionConfig:
     """The block sizes the launchers use, a deterministic function of (T, D, dtype, device)."""
     _check_dims(T, head_dim)
-    if dtype not in (torch.float16, torch.bfloat16, torch.float32):
-        raise ValueError(f"attention: dtype {dtype} is not supported; supported: torch.float16, "
-                         f"torch.bfloat16, torch.float32")
+    check_dtype_supported("attention", dtype)
     bd = _pow2_at_least(head_dim)
+
+    def tiles(block_m: int, block_n: int, num_warps: int = 4, num_stages: int = 2) -> Tiles:
+        return Tiles(block_m, block_n, bd, num_warps, num_stages)
+
     if not _on_cuda(device):
         # Triton interpreter: small tiles keep the CPU tests fast and exercise several tiles per
         # row; unequal block_m / block_n exercise the general causal rule.
-        return KernelConfig(bd, PassConfig(32, 16), PassConfig(16, 32), PassConfig(32, 16),
-                            upcast_dot=(dtype == torch.bfloat16))
+        return AttentionConfig(tiles(32, 16), tiles(16, 32), tiles(32, 16))
     # H100 (sm_90). Not autotuned (no GPU was at hand): chosen so that, compiled for sm_90 with
     # triton 3.9 and contiguous inputs, no kernel spills registers (ptxas resource usage), with
     # the Triton tutorial's Hopper shapes where they fit. 16-bit: wgmma tensor-core products.
     # fp32 runs IEEE products on the CUDA cores (slow, exact), hence its small tiles.
     if dtype == torch.float32:
         if bd <= 64:
-            fwd, dkdv, dq = PassConfig(64, 32, 8, 2), PassConfig(16, 32, 8, 2), PassConfig(32, 32, 4, 2)
+            fwd, dkdv, dq = tiles(64, 32, 8, 2), tiles(16, 32, 8, 2), tiles(32, 32, 4, 2)
         elif bd == 128:
-            fwd, dkdv, dq = PassConfig(32, 16, 8, 2), PassConfig(16, 16, 8, 2), PassConfig(32, 16, 8, 2)
+            fwd, dkdv, dq = tiles(32, 16, 8, 2), tiles(16, 16, 8, 2), tiles(32, 16, 8, 2)
         else:
-            fwd, dkdv, dq = PassConfig(16, 16, 8, 1), PassConfig(16, 16, 8, 1), PassConfig(16, 16, 8, 1)
+            fwd, dkdv, dq = tiles(16, 16, 8, 1), tiles(16, 16, 8, 1), tiles(16, 16, 8, 1)
     else:
         if bd <= 64:
-            fwd, dkdv, dq = PassConfig(128, 64, 4, 3), PassConfig(32, 128, 8, 3), PassConfig(128, 32, 4, 4)
+            fwd, dkdv, dq = tiles(128, 64, 4, 3), tiles(32, 128, 8, 3), tiles(128, 32, 4, 4)
         elif bd == 128:
-            fwd, dkdv, dq = PassConfig(128, 64, 8, 3), PassConfig(32, 64, 8, 3), PassConfig(64, 32, 4, 3)
+            fwd, dkdv, dq = tiles(128, 64, 8, 3), tiles(32, 64, 8, 3), tiles(64, 32, 4, 3)
         else:
-            fwd, dkdv, dq = PassConfig(64, 16, 8, 2), PassConfig(32, 32, 8, 2), PassConfig(32, 16, 8, 2)
+            fwd, dkdv, dq = tiles(64, 16, 8, 2), tiles(32, 32, 8, 2), tiles(32, 16, 8, 2)
     # Short sequences: no block larger than the sequence (rounded up to a power of two >= 16).
     cap = _pow2_at_least(T)
 
-    def clamp(p: PassConfig) -> PassConfig:
-        return PassConfig(min(p.block_m, cap), min(p.block_n, cap), p.num_warps, p.num_stages)
+    def clamp(p: Tiles) -> Tiles:
+        return dataclasses.replace(p, block_m=min(p.block_m, cap), block_n=min(p.block_n, cap))
 
-    return KernelConfig(bd, clamp(fwd), clamp(dkdv), clamp(dq), upcast_dot=False)
+    return AttentionConfig(clamp(fwd), clamp(dkdv), clamp(dq))
 
 
 def attention_exec(T: int, head_dim: int, dtype: torch.dtype, device) -> AttentionExec:
@@ -162,20 +163,11 @@ def attention_exec(T: int, head_dim: int, dtype: torch.dtype, device) -> Attenti
 # --------------------------------------------------------------------------------------------
 
 @triton.jit
-def _dot(a, b, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr):
-    """One block product a @ b with an fp32 result (the only tl.dot of this file)."""
-    if UPCAST:
-        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
-    else:
-        return tl.dot(a, b, input_precision=DOT_PREC)
-
-
-@triton.jit
 def _attn_fwd_inner(acc, l_i, m_i, q, offs_m, offs_n, offs_d, d_ok,
                     K_bh, V_bh, stride_kt, stride_kd, stride_vt, stride_vd,
                     lo, hi, T, qk_scale,
-                    MASK: tl.constexpr, CAUSAL: tl.constexpr, PAD_D: tl.constexpr,
-                    BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr,
+                    MASK: tl.constexpr, CAUSAL: tl.constexpr, EVEN_D: tl.constexpr,
+                    BLOCK_N: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
                     WINDOW: tl.constexpr):
     """Online softmax over the key blocks starting at key rows lo, lo + BLOCK_N, ... < hi."""
     for start_n in range(lo, hi, BLOCK_N):
@@ -187,13 +179,13 @@ def _attn_fwd_inner(acc, l_i, m_i, q, offs_m, offs_n, offs_d, d_ok,
             k_ok = offs_k < T
             kT = tl.load(kT_ptrs, mask=k_ok[None, :] & d_ok[:, None], other=0.0)  # (D, N)
             v = tl.load(v_ptrs, mask=k_ok[:, None] & d_ok[None, :], other=0.0)    # (N, D)
-        elif PAD_D:
+        elif not EVEN_D:
             kT = tl.load(kT_ptrs, mask=d_ok[:, None], other=0.0)
             v = tl.load(v_ptrs, mask=d_ok[None, :], other=0.0)
         else:
             kT = tl.load(kT_ptrs)
             v = tl.load(v_ptrs)
-        s = _dot(q, kT, DOT_PREC, UPCAST) * qk_scale                       # (M, N), log2 units
+        s = dot(q, kT, None, PRECISION, UPCAST) * qk_scale                       # (M, N), log2 units
         if MASK:
             keep = k_ok[None, :]
             if CAUSAL:
@@ -210,15 +202,11 @@ def _attn_fwd_inner(acc, l_i, m_i, q, offs_m, offs_n, offs_d, d_ok,
         p = tl.math.exp2(s - m_new[:, None])
         alpha = tl.math.exp2(m_i - m_new)                                  # rescale old terms
         l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, DOT_PREC, UPCAST)
+        acc = acc * alpha[:, None] + dot(p.to(v.dtype), v, None, PRECISION, UPCAST)
         m_i = m_new
     return acc, l_i, m_i
 
 
-@triton.heuristics({
-    "EVEN_M": lambda a: a["T"] % a["BLOCK_M"] == 0,
-    "PAD_D": lambda a: a["D"] != a["BLOCK_D"],
-})
 @triton.jit(do_not_specialize=["T"])
 def _attn_fwd(
     # pointers
@@ -232,7 +220,7 @@ def _attn_fwd(
     H, T, D, qk_scale,
     # meta-parameters
     CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    DOT_PREC: tl.constexpr, UPCAST: tl.constexpr, EVEN_M: tl.constexpr, PAD_D: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST: tl.constexpr, EVEN_M: tl.constexpr, EVEN_D: tl.constexpr,
     GROUP: tl.constexpr, WINDOW: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
@@ -254,7 +242,7 @@ def _attn_fwd(
     m_ok = offs_m < T
 
     q_ptrs = Q_bh + offs_m[:, None].to(tl.int64) * stride_qt + offs_d[None, :] * stride_qd
-    if EVEN_M and not PAD_D:
+    if EVEN_M and EVEN_D:
         q = tl.load(q_ptrs)
     else:
         q = tl.load(q_ptrs, mask=m_ok[:, None] & d_ok[None, :], other=0.0)
@@ -277,19 +265,19 @@ def _attn_fwd(
         hi = T
     acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, offs_m, offs_n, offs_d, d_ok,
                                     K_bh, V_bh, stride_kt, stride_kd, stride_vt, stride_vd,
-                                    first, lo, T, qk_scale, False, CAUSAL, PAD_D,
-                                    BLOCK_N, DOT_PREC, UPCAST, WINDOW)
+                                    first, lo, T, qk_scale, False, CAUSAL, EVEN_D,
+                                    BLOCK_N, PRECISION, UPCAST, WINDOW)
     acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, offs_m, offs_n, offs_d, d_ok,
                                     K_bh, V_bh, stride_kt, stride_kd, stride_vt, stride_vd,
-                                    lo, hi, T, qk_scale, True, CAUSAL, PAD_D,
-                                    BLOCK_N, DOT_PREC, UPCAST, WINDOW)
+                                    lo, hi, T, qk_scale, True, CAUSAL, EVEN_D,
+                                    BLOCK_N, PRECISION, UPCAST, WINDOW)
 
     if WINDOW > 0:  # padding rows past T may see no key in the window: not stored, kept finite
         l_i = tl.where(l_i == 0.0, 1.0, l_i)
     out = acc / l_i[:, None]
     lse = (m_i + tl.math.log2(l_i)) * 0.6931471805599453     # ln(2): back to natural log
     o_ptrs = O_bh + offs_m[:, None].to(tl.int64) * stride_ot + offs_d[None, :] * stride_od
-    if EVEN_M and not PAD_D:
+    if EVEN_M and EVEN_D:
         tl.store(o_ptrs, out.to(O.dtype.element_ty))
     else:
         tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=m_ok[:, None] & d_ok[None, :])
@@ -299,7 +287,6 @@ def _attn_fwd(
         tl.store(LSE_bh + offs_m, lse, mask=m_ok)
 
 
-@triton.heuristics({"PAD_D": lambda a: a["D"] != a["BLOCK_D"]})
 @triton.jit(do_not_specialize=["T"])
 def _attn_bwd_preprocess(
     # pointers
@@ -310,7 +297,7 @@ def _attn_bwd_preprocess(
     # sizes
     H, T, D,
     # meta-parameters
-    HAS_DLSE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, PAD_D: tl.constexpr,
+    HAS_DLSE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """delta_i = sum_d dO_id O_id - dlse_i (fp32, no block product)."""
     pid_m = tl.program_id(0)
@@ -348,8 +335,8 @@ def _attn_bwd_dkdv_inner(dk, dv, k, v, offs_n, offs_mb, offs_d, d_ok,
                          Q_bh, DO_bh, LSE_bh, DELTA_bh,
                          stride_qt, stride_qd, stride_dot, stride_dod,
                          lo, hi, T, qk_scale,
-                         MASK: tl.constexpr, CAUSAL: tl.constexpr, PAD_D: tl.constexpr,
-                         BLOCK_M: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr,
+                         MASK: tl.constexpr, CAUSAL: tl.constexpr, EVEN_D: tl.constexpr,
+                         BLOCK_M: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
                          WINDOW: tl.constexpr):
     """Accumulate dK, dV of one key block over the query blocks at rows lo, lo + BLOCK_M, ... < hi."""
     for start_m in range(lo, hi, BLOCK_M):
@@ -364,7 +351,7 @@ def _attn_bwd_dkdv_inner(dk, dv, k, v, offs_n, offs_mb, offs_d, d_ok,
             lse = tl.load(LSE_bh + offs_m, mask=m_ok, other=0.0)
             delta = tl.load(DELTA_bh + offs_m, mask=m_ok, other=0.0)
         else:
-            if PAD_D:
+            if not EVEN_D:
                 qT = tl.load(qT_ptrs, mask=d_ok[:, None], other=0.0)
                 do = tl.load(do_ptrs, mask=d_ok[None, :], other=0.0)
             else:
@@ -372,7 +359,7 @@ def _attn_bwd_dkdv_inner(dk, dv, k, v, offs_n, offs_mb, offs_d, d_ok,
                 do = tl.load(do_ptrs)
             lse = tl.load(LSE_bh + offs_m)
             delta = tl.load(DELTA_bh + offs_m)
-        sT = _dot(k, qT, DOT_PREC, UPCAST)                                 # (N, M) = (Q K^T)^T
+        sT = dot(k, qT, None, PRECISION, UPCAST)                                 # (N, M) = (Q K^T)^T
         pT = tl.math.exp2(sT * qk_scale - lse[None, :] * 1.4426950408889634)
         if MASK:
             keep = m_ok[None, :]
@@ -381,17 +368,13 @@ def _attn_bwd_dkdv_inner(dk, dv, k, v, offs_n, offs_mb, offs_d, d_ok,
             if WINDOW > 0:
                 keep = keep & (offs_m[None, :] - offs_n[:, None] < WINDOW)
             pT = tl.where(keep, pT, 0.0)
-        dv += _dot(pT.to(do.dtype), do, DOT_PREC, UPCAST)                  # P^T dO
-        dpT = _dot(v, tl.trans(do), DOT_PREC, UPCAST)                      # (dO V^T)^T
+        dv += dot(pT.to(do.dtype), do, None, PRECISION, UPCAST)                  # P^T dO
+        dpT = dot(v, tl.trans(do), None, PRECISION, UPCAST)                      # (dO V^T)^T
         dsT = pT * (dpT - delta[None, :])
-        dk += _dot(dsT.to(qT.dtype), tl.trans(qT), DOT_PREC, UPCAST)       # dS^T Q (unscaled)
+        dk += dot(dsT.to(qT.dtype), tl.trans(qT), None, PRECISION, UPCAST)       # dS^T Q (unscaled)
     return dk, dv
 
 
-@triton.heuristics({
-    "EVEN_N": lambda a: a["T"] % a["BLOCK_N"] == 0,
-    "PAD_D": lambda a: a["D"] != a["BLOCK_D"],
-})
 @triton.jit(do_not_specialize=["T"])
 def _attn_bwd_dkdv(
     # pointers
@@ -406,7 +389,7 @@ def _attn_bwd_dkdv(
     H, T, D, sm_scale, qk_scale,
     # meta-parameters
     CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    DOT_PREC: tl.constexpr, UPCAST: tl.constexpr, EVEN_N: tl.constexpr, PAD_D: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST: tl.constexpr, EVEN_N: tl.constexpr, EVEN_D: tl.constexpr,
     GROUP: tl.constexpr, WINDOW: tl.constexpr,
 ):
     """One key block of one key/value head: dK, dV summed over the GROUP query heads it serves."""
@@ -428,7 +411,7 @@ def _attn_bwd_dkdv(
     rows = offs_n[:, None].to(tl.int64)
     k_ptrs = K_bh + rows * stride_kt + offs_d[None, :] * stride_kd
     v_ptrs = V_bh + rows * stride_vt + offs_d[None, :] * stride_vd
-    if EVEN_N and not PAD_D:
+    if EVEN_N and EVEN_D:
         k = tl.load(k_ptrs)
         v = tl.load(v_ptrs)
     else:
@@ -464,21 +447,21 @@ def _attn_bwd_dkdv(
         dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, offs_n, offs_mb, offs_d, d_ok,
                                       Q_bh, DO_bh, LSE_bh, DELTA_bh,
                                       stride_qt, stride_qd, stride_dot, stride_dod,
-                                      lo, mid, T, qk_scale, True, CAUSAL, PAD_D,
-                                      BLOCK_M, DOT_PREC, UPCAST, WINDOW)
+                                      lo, mid, T, qk_scale, True, CAUSAL, EVEN_D,
+                                      BLOCK_M, PRECISION, UPCAST, WINDOW)
         dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, offs_n, offs_mb, offs_d, d_ok,
                                       Q_bh, DO_bh, LSE_bh, DELTA_bh,
                                       stride_qt, stride_qd, stride_dot, stride_dod,
-                                      mid, full, T, qk_scale, False, CAUSAL, PAD_D,
-                                      BLOCK_M, DOT_PREC, UPCAST, WINDOW)
+                                      mid, full, T, qk_scale, False, CAUSAL, EVEN_D,
+                                      BLOCK_M, PRECISION, UPCAST, WINDOW)
         dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, offs_n, offs_mb, offs_d, d_ok,
                                       Q_bh, DO_bh, LSE_bh, DELTA_bh,
                                       stride_qt, stride_qd, stride_dot, stride_dod,
-                                      tl.maximum(mid, full), end, T, qk_scale, True, CAUSAL, PAD_D,
-                                      BLOCK_M, DOT_PREC, UPCAST, WINDOW)
+                                      tl.maximum(mid, full), end, T, qk_scale, True, CAUSAL, EVEN_D,
+                                      BLOCK_M, PRECISION, UPCAST, WINDOW)
     dk *= sm_scale
     g_ptrs = rows * stride_gt + offs_d[None, :] * stride_gd + G_off
-    if EVEN_N and not PAD_D:
+    if EVEN_N and EVEN_D:
         tl.store(DK + g_ptrs, dk.to(DK.dtype.element_ty))
         tl.store(DV + g_ptrs, dv.to(DV.dtype.element_ty))
     else:
@@ -491,8 +474,8 @@ def _attn_bwd_dkdv(
 def _attn_bwd_dq_inner(dq, q, do, lse, delta, offs_m, offs_nb, offs_d, d_ok,
                        K_bh, V_bh, stride_kt, stride_kd, stride_vt, stride_vd,
                        lo, hi, T, qk_scale,
-                       MASK: tl.constexpr, CAUSAL: tl.constexpr, PAD_D: tl.constexpr,
-                       BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr,
+                       MASK: tl.constexpr, CAUSAL: tl.constexpr, EVEN_D: tl.constexpr,
+                       BLOCK_N: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
                        WINDOW: tl.constexpr):
     """Accumulate dQ of one query block over the key blocks at rows lo, lo + BLOCK_N, ... < hi."""
     for start_n in range(lo, hi, BLOCK_N):
@@ -504,13 +487,13 @@ def _attn_bwd_dq_inner(dq, q, do, lse, delta, offs_m, offs_nb, offs_d, d_ok,
             k_ok = offs_k < T
             kT = tl.load(kT_ptrs, mask=k_ok[None, :] & d_ok[:, None], other=0.0)  # (D, N)
             vT = tl.load(vT_ptrs, mask=k_ok[None, :] & d_ok[:, None], other=0.0)  # (D, N)
-        elif PAD_D:
+        elif not EVEN_D:
             kT = tl.load(kT_ptrs, mask=d_ok[:, None], other=0.0)
             vT = tl.load(vT_ptrs, mask=d_ok[:, None], other=0.0)
         else:
             kT = tl.load(kT_ptrs)
             vT = tl.load(vT_ptrs)
-        s = _dot(q, kT, DOT_PREC, UPCAST)                                  # (M, N)
+        s = dot(q, kT, None, PRECISION, UPCAST)                                  # (M, N)
         p = tl.math.exp2(s * qk_scale - lse[:, None])                      # lse in log2 units
         if MASK:
             keep = k_ok[None, :]
@@ -519,16 +502,12 @@ def _attn_bwd_dq_inner(dq, q, do, lse, delta, offs_m, offs_nb, offs_d, d_ok,
             if WINDOW > 0:
                 keep = keep & (offs_m[:, None] - offs_k[None, :] < WINDOW)
             p = tl.where(keep, p, 0.0)
-        dp = _dot(do, vT, DOT_PREC, UPCAST)                                # dO V^T
+        dp = dot(do, vT, None, PRECISION, UPCAST)                                # dO V^T
         ds = p * (dp - delta[:, None])
-        dq += _dot(ds.to(kT.dtype), tl.trans(kT), DOT_PREC, UPCAST)        # dS K (unscaled)
+        dq += dot(ds.to(kT.dtype), tl.trans(kT), None, PRECISION, UPCAST)        # dS K (unscaled)
     return dq
 
 
-@triton.heuristics({
-    "EVEN_M": lambda a: a["T"] % a["BLOCK_M"] == 0,
-    "PAD_D": lambda a: a["D"] != a["BLOCK_D"],
-})
 @triton.jit(do_not_specialize=["T"])
 def _attn_bwd_dq(
     # pointers
@@ -543,7 +522,7 @@ def _attn_bwd_dq(
     H, T, D, sm_scale, qk_scale,
     # meta-parameters
     CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    DOT_PREC: tl.constexpr, UPCAST: tl.constexpr, EVEN_M: tl.constexpr, PAD_D: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST: tl.constexpr, EVEN_M: tl.constexpr, EVEN_D: tl.constexpr,
     GROUP: tl.constexpr, WINDOW: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
@@ -567,7 +546,7 @@ def _attn_bwd_dq(
     rows = offs_m[:, None].to(tl.int64)
     q_ptrs = Q_bh + rows * stride_qt + offs_d[None, :] * stride_qd
     do_ptrs = DO_bh + rows * stride_dot + offs_d[None, :] * stride_dod
-    if EVEN_M and not PAD_D:
+    if EVEN_M and EVEN_D:
         q = tl.load(q_ptrs)
         do = tl.load(do_ptrs)
     else:
@@ -594,15 +573,15 @@ def _attn_bwd_dq(
         hi = T
     dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, offs_m, offs_nb, offs_d, d_ok,
                             K_bh, V_bh, stride_kt, stride_kd, stride_vt, stride_vd,
-                            first, lo, T, qk_scale, False, CAUSAL, PAD_D, BLOCK_N, DOT_PREC, UPCAST,
+                            first, lo, T, qk_scale, False, CAUSAL, EVEN_D, BLOCK_N, PRECISION, UPCAST,
                             WINDOW)
     dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, offs_m, offs_nb, offs_d, d_ok,
                             K_bh, V_bh, stride_kt, stride_kd, stride_vt, stride_vd,
-                            lo, hi, T, qk_scale, True, CAUSAL, PAD_D, BLOCK_N, DOT_PREC, UPCAST,
+                            lo, hi, T, qk_scale, True, CAUSAL, EVEN_D, BLOCK_N, PRECISION, UPCAST,
                             WINDOW)
     dq *= sm_scale
     g_ptrs = DQ + off_b * stride_gb + off_h * stride_gh + rows * stride_gt + offs_d[None, :] * stride_gd
-    if EVEN_M and not PAD_D:
+    if EVEN_M and EVEN_D:
         tl.store(g_ptrs, dq.to(DQ.dtype.element_ty))
     else:
         tl.store(g_ptrs, dq.to(DQ.dtype.element_ty), mask=m_ok[:, None] & d_ok[None, :])
@@ -666,8 +645,9 @@ def _strides(t: torch.Tensor) -> tuple[int, int, int, int]:
     return tuple(t.stride())
 
 
-def _dot_prec(dtype: torch.dtype) -> str:
-    return "ieee" if dtype == torch.float32 else "tf32"  # tf32 is ignored for 16-bit inputs
+def _dot_args(t: torch.Tensor) -> dict:
+    p = dot_policy(t.dtype, t.device)
+    return {"PRECISION": p.precision, "UPCAST": p.upcast}
 
 
 def _fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
@@ -685,7 +665,7 @@ def _fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
         *_strides(q), *_strides(k), *_strides(v), *_strides(out),
         H, T, D, sm_scale * LOG2E,
         CAUSAL=causal, BLOCK_M=p.block_m, BLOCK_N=p.block_n, BLOCK_D=cfg.block_d,
-        DOT_PREC=_dot_prec(q.dtype), UPCAST=cfg.upcast_dot,
+        EVEN_M=T % p.block_m == 0, EVEN_D=D == cfg.block_d, **_dot_args(q),
         GROUP=H // k.shape[1], WINDOW=window,
         num_warps=p.num_warps, num_stages=p.num_stages,
     )
@@ -717,23 +697,23 @@ def _bwd(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ou
     dq = torch.empty((B, H, T, D), dtype=q.dtype, device=q.device)
     dk = torch.empty((B, Hk, T, D), dtype=q.dtype, device=q.device)
     dv = torch.empty_like(dk)
-    common = dict(DOT_PREC=_dot_prec(q.dtype), UPCAST=cfg.upcast_dot, BLOCK_D=cfg.block_d,
+    common = dict(**_dot_args(q), BLOCK_D=cfg.block_d, EVEN_D=D == cfg.block_d,
                   CAUSAL=causal, GROUP=H // Hk, WINDOW=window)
     p = cfg.dkdv
     _attn_bwd_dkdv[(triton.cdiv(T, p.block_n), B * Hk)](
         q, k, v, do, lse, delta, dk, dv,
         *_strides(q), *_strides(k), *_strides(v), *_strides(do), *_strides(dk),
         H, T, D, sm_scale, sm_scale * LOG2E,
-        BLOCK_M=p.block_m, BLOCK_N=p.block_n, num_warps=p.num_warps, num_stages=p.num_stages,
-        **common,
+        BLOCK_M=p.block_m, BLOCK_N=p.block_n, EVEN_N=T % p.block_n == 0,
+        num_warps=p.num_warps, num_stages=p.num_stages, **common,
     )
     p = cfg.dq
     _attn_bwd_dq[(triton.cdiv(T, p.block_m), B * H)](
         q, k, v, do, lse, delta, dq,
         *_strides(q), *_strides(k), *_strides(v), *_strides(do), *_strides(dq),
         H, T, D, sm_scale, sm_scale * LOG2E,
-        BLOCK_M=p.block_m, BLOCK_N=p.block_n, num_warps=p.num_warps, num_stages=p.num_stages,
-        **common,
+        BLOCK_M=p.block_m, BLOCK_N=p.block_n, EVEN_M=T % p.block_m == 0,
+        num_warps=p.num_warps, num_stages=p.num_stages, **common,
     )
     return dq, dk, dv
 

@@ -15,11 +15,11 @@ Algorithm
   The price of the fusion is that gelu'(Z) is evaluated cdiv(K, block) times per element in each
   kernel (element-wise work on the CUDA cores, no extra matmul).
 
-Save or recompute the pre-activation (flag RECOMPUTE below, or the `recompute` argument)
-- save (default, RECOMPUTE = False): the forward stores Z (M x N in the input dtype) for backward.
+Save or recompute the pre-activation (the `recompute` argument)
+- save (default, recompute=False): the forward stores Z (M x N in the input dtype) for backward.
   The torch backend keeps the same tensor (F.gelu saves its input), so saving costs no memory over
   the reference, and backward runs no extra GEMM.
-- recompute: the forward stores only y; backward re-runs the forward GEMM (same kernel, same tiles,
+- recompute=True: the forward stores only y; backward re-runs the forward GEMM (same kernel, same tiles,
   bit-identical Z) into a scratch buffer before the two gradient GEMMs. This frees M x N activations
   per layer for one extra GEMM: +2MNK, a third more backward work for this product. The flag is part
   of the executed-FLOP spec (model.flops.GemmExec.recompute) returned by `linear_gelu_exec`.
@@ -27,7 +27,10 @@ Save or recompute the pre-activation (flag RECOMPUTE below, or the `recompute` a
 Tiles are picked by a fixed table from (M, N, K, dtype, device), never autotuned, so the executed
 work is known exactly: every tile runs full-size block products (ragged edges are masked to zero,
 not skipped), and `linear_gelu_exec` returns the (rows, cols, reduction) tiles of the three products
-as launched. The "sixn::linear_gelu_fwd" / "sixn::linear_gelu_bwd" custom ops carry FLOP formulas
+as launched. Every kernel names its blocks by their role in its own product (runtime.Tiles):
+BLOCK_M output rows, BLOCK_N output columns, BLOCK_K the reduction, and EVEN_K says the reduction
+needs no mask; the sizes M, N, K are always those of the op (x (M, K), weight (N, K)), so the dX
+kernel tiles (M, K) by (BLOCK_M, BLOCK_N) and reduces over N by BLOCK_K. The "sixn::linear_gelu_fwd" / "sixn::linear_gelu_bwd" custom ops carry FLOP formulas
 from that spec, so torch.utils.flop_counter.FlopCounterMode counts what the kernels execute.
 
 Dtypes: float16, bfloat16 (fp32 accumulation; tensor cores on CUDA) and float32 (fp32 products with
@@ -40,9 +43,9 @@ Caution:
 - No double backward.
 - On CPU the kernels run only in the Triton interpreter (TRITON_INTERPRET=1): exact but slow, for
   tests on small shapes. Two interpreter bugs for bfloat16 in triton 3.9 are worked around there
-  only: its bf16 tl.dot returns garbage (the blocks are upcast to fp32 first: same block shapes and
-  FLOP count) and its fp32 -> bf16 cast truncates (values are rounded to nearest-even by hand
-  first, as a GPU's cast does).
+  only (runtime.dot_policy's UPCAST): its bf16 tl.dot returns garbage (the blocks are upcast to fp32
+  first: same block shapes and FLOP count) and its fp32 -> bf16 cast truncates (values are rounded
+  to nearest-even by hand first, as a GPU's cast does).
 """
 
 from dataclasses import dataclass
@@ -55,10 +58,8 @@ from torch.utils.flop_counter import register_flop_formula
 
 from sixn.model.flops import GemmExec
 
-from .runtime import SUPPORTED_DTYPES, check_device, check_dtype
-
-# Save the pre-activation for backward (False) or recompute it there (True); see module docstring.
-RECOMPUTE = False
+from .blocks import dot
+from .runtime import Tiles, check_device, check_dtype, check_dtype_supported, check_sizes, dot_policy
 
 
 # --------------------------------------------------------------------------------------------
@@ -66,28 +67,11 @@ RECOMPUTE = False
 # --------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class KernelTiles:
-    rows: int       # output rows per program
-    cols: int       # output columns per program
-    red: int        # reduction block
-    num_warps: int
-    num_stages: int
-
-
-@dataclass(frozen=True)
 class LinearGeluConfig:
-    fwd: KernelTiles   # y[M, N]  = x[M, K] @ W^T       rows M, cols N, red K
-    dx: KernelTiles    # dX[M, K] = dZ[M, N] @ W[N, K]  rows M, cols K, red N
-    dw: KernelTiles    # dW[N, K] = dZ^T[N, M] @ X[M, K] rows N, cols K, red M
+    fwd: Tiles         # y[M, N]  = x[M, K] @ W^T        block_m of M, block_n of N, block_k of K
+    dx: Tiles          # dX[M, K] = dZ[M, N] @ W[N, K]   block_m of M, block_n of K, block_k of N
+    dw: Tiles          # dW[N, K] = dZ^T[N, M] @ X[M, K] block_m of N, block_n of K, block_k of M
     group_m: int = 8   # row tiles per group in the grouped (L2-friendly) launch order
-
-
-def _check_sizes(M: int, N: int, K: int) -> None:
-    for name, v in (("M", M), ("N", N), ("K", K)):
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise ValueError(f"linear_gelu: {name} must be an int, got {type(v).__name__} {v!r}")
-    if M < 0 or N <= 0 or K <= 0:
-        raise ValueError(f"linear_gelu: need M >= 0, N > 0 and K > 0, got M={M}, N={N}, K={K}")
 
 
 def linear_gelu_config(M: int, N: int, K: int, dtype: torch.dtype,
@@ -98,43 +82,29 @@ def linear_gelu_config(M: int, N: int, K: int, dtype: torch.dtype,
     CUDA (tuned for H100): 128 x 128 output tiles, reduction block 64 (16-bit) or 32 (fp32, whose
     tiles take twice the shared memory), 8 warps, 3 pipeline stages; 64-row tiles with 4 warps when
     M <= 64, where a 128-row tile would be mostly padding."""
-    _check_sizes(M, N, K)
-    if dtype not in SUPPORTED_DTYPES:
-        raise ValueError(f"linear_gelu: dtype {dtype} is not supported; supported: "
-                         f"{[str(d) for d in SUPPORTED_DTYPES]}")
+    check_sizes("linear_gelu", M=M, N=N, K=K)
+    check_dtype_supported("linear_gelu", dtype)
     dev = torch.device(device)
     if dev.type != "cuda":
-        t = KernelTiles(32, 32, 32, num_warps=4, num_stages=1)
+        t = Tiles(32, 32, 32, num_warps=4, num_stages=1)
         return LinearGeluConfig(fwd=t, dx=t, dw=t)
     red = 32 if dtype == torch.float32 else 64
     bm, warps = (64, 4) if M <= 64 else (128, 8)
     return LinearGeluConfig(
-        fwd=KernelTiles(bm, 128, red, num_warps=warps, num_stages=3),
-        dx=KernelTiles(bm, 128, red, num_warps=warps, num_stages=3),
-        dw=KernelTiles(128, 128, red, num_warps=8, num_stages=3),
+        fwd=Tiles(bm, 128, red, num_warps=warps, num_stages=3),
+        dx=Tiles(bm, 128, red, num_warps=warps, num_stages=3),
+        dw=Tiles(128, 128, red, num_warps=8, num_stages=3),
     )
 
 
 def linear_gelu_exec(M: int, N: int, K: int, dtype: torch.dtype, device: "str | torch.device",
-                     recompute: Optional[bool] = None) -> GemmExec:
+                     recompute: bool = False) -> GemmExec:
     """How `linear_gelu` executes an (M, N, K) problem: the (rows, cols, reduction) tiles of the
     forward, dX and dW products exactly as launched, and whether backward recomputes the forward
-    product (recompute=None: the module default RECOMPUTE)."""
+    product (recompute, as passed to `linear_gelu`)."""
     cfg = linear_gelu_config(M, N, K, dtype, device)
-    rec = RECOMPUTE if recompute is None else bool(recompute)
-    tiles = lambda t: (t.rows, t.cols, t.red)  # noqa: E731
-    return GemmExec(fwd_tiles=tiles(cfg.fwd), dx_tiles=tiles(cfg.dx), dw_tiles=tiles(cfg.dw),
-                    recompute=rec)
-
-
-def _interp_bf16(x: torch.Tensor) -> bool:
-    """bf16 in the interpreter: fp32 block products and explicit rounding (see _mma, _rne)."""
-    return x.dtype == torch.bfloat16 and x.device.type != "cuda"
-
-
-def _ieee_fp32(dtype: torch.dtype) -> bool:
-    """fp32 products in full precision unless torch allows TF32 (its own matmul setting)."""
-    return dtype == torch.float32 and torch.get_float32_matmul_precision() == "highest"
+    return GemmExec(fwd_tiles=cfg.fwd.mnk, dx_tiles=cfg.dx.mnk, dw_tiles=cfg.dw.mnk,
+                    recompute=bool(recompute))
 
 
 # --------------------------------------------------------------------------------------------
@@ -156,23 +126,11 @@ def _grouped_tile(pid, R, C, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, GROUP
 
 
 @triton.jit
-def _mma(a, b, acc, IEEE: tl.constexpr, INTERP_BF16: tl.constexpr):
-    """acc += a @ b, the one tl.dot of this file. INTERP_BF16 (bf16 in the interpreter): its bf16
-    tl.dot returns garbage in triton 3.9, so there the blocks are multiplied as fp32 (same shapes)."""
-    if INTERP_BF16:
-        acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
-    elif IEEE:
-        acc = tl.dot(a, b, acc, input_precision="ieee")
-    else:
-        acc = tl.dot(a, b, acc)
-    return acc
-
-
-@triton.jit
-def _rne(x, INTERP_BF16: tl.constexpr):
-    """fp32 x, rounded to the nearest bfloat16 (ties to even) under INTERP_BF16: the interpreter's
-    fp32 -> bf16 cast truncates, a GPU's rounds to nearest; after this its cast is exact."""
-    if INTERP_BF16:
+def _rne(x, UPCAST: tl.constexpr):
+    """fp32 x, rounded to the nearest bfloat16 (ties to even) under UPCAST (bf16 in the interpreter):
+    the interpreter's fp32 -> bf16 cast truncates, a GPU's rounds to nearest; after this its cast is
+    exact."""
+    if UPCAST:
         bits = x.to(tl.uint32, bitcast=True)
         bits = bits + 0x7FFF + ((bits >> 16) & 1)
         x = ((bits >> 16) << 16).to(tl.float32, bitcast=True)
@@ -213,7 +171,7 @@ def _linear_gelu_fwd(
     stride_xm, stride_xk, stride_wn, stride_wk, stride_b, stride_ym, stride_yn, stride_zm, stride_zn,
     # meta-parameters
     HAS_BIAS: tl.constexpr, STORE_Y: tl.constexpr, STORE_Z: tl.constexpr, EVEN_K: tl.constexpr,
-    IEEE: tl.constexpr, INTERP_BF16: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     """One (BLOCK_M, BLOCK_N) tile of z = x @ W^T + b; stores gelu(z) and/or z."""
@@ -235,7 +193,7 @@ def _linear_gelu_fwd(
             k_ok = rk < K - k0
             a = tl.load(x_ptrs, mask=k_ok[None, :], other=0.0)
             b = tl.load(w_ptrs, mask=k_ok[:, None], other=0.0)
-        acc = _mma(a, b, acc, IEEE, INTERP_BF16)
+        acc = dot(a, b, acc, PRECISION, UPCAST)
         x_ptrs += BLOCK_K * stride_xk
         w_ptrs += BLOCK_K * stride_wk
     # epilogue on the fp32 accumulator
@@ -245,10 +203,10 @@ def _linear_gelu_fwd(
     om = rows.to(tl.int64)[:, None]
     on = cols.to(tl.int64)[None, :]
     if STORE_Z:
-        zc = _rne(acc, INTERP_BF16).to(z_ptr.dtype.element_ty)
+        zc = _rne(acc, UPCAST).to(z_ptr.dtype.element_ty)
         tl.store(z_ptr + om * stride_zm + on * stride_zn, zc, mask=out_mask)
     if STORE_Y:
-        y = _rne(_gelu(acc), INTERP_BF16)
+        y = _rne(_gelu(acc), UPCAST)
         tl.store(y_ptr + om * stride_ym + on * stride_yn, y.to(y_ptr.dtype.element_ty), mask=out_mask)
 
 
@@ -261,22 +219,23 @@ def _linear_gelu_bwd_dx(
     # strides
     stride_dym, stride_dyn, stride_zm, stride_zn, stride_wn, stride_wk, stride_dxm, stride_dxk,
     # meta-parameters
-    EVEN_N: tl.constexpr, IEEE: tl.constexpr, INTERP_BF16: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr,
+    EVEN_K: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
-    """One (BLOCK_M, BLOCK_K) tile of dX = (dY * gelu'(Z)) @ W, gelu' applied in the prologue."""
-    pid_m, pid_k = _grouped_tile(tl.program_id(0), M, K, BLOCK_M, BLOCK_K, GROUP_M)
+    """One (BLOCK_M rows of M, BLOCK_N cols of K) tile of dX = (dY * gelu'(Z)) @ W, reducing over
+    N in steps of BLOCK_K; gelu' applied in the prologue."""
+    pid_m, pid_k = _grouped_tile(tl.program_id(0), M, K, BLOCK_M, BLOCK_N, GROUP_M)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    cols = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
+    cols = pid_k * BLOCK_N + tl.arange(0, BLOCK_N)
     rm = (rows % M).to(tl.int64)
     rk = (cols % K).to(tl.int64)
-    rn = tl.arange(0, BLOCK_N)
-    dy_ptrs = dy_ptr + rm[:, None] * stride_dym + rn[None, :] * stride_dyn  # (BM, BN)
-    z_ptrs = z_ptr + rm[:, None] * stride_zm + rn[None, :] * stride_zn      # (BM, BN)
-    w_ptrs = w_ptr + rn[:, None] * stride_wn + rk[None, :] * stride_wk      # (BN, BK)
-    acc = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)
-    for n0 in range(0, N, BLOCK_N):
-        if EVEN_N:
+    rn = tl.arange(0, BLOCK_K)
+    dy_ptrs = dy_ptr + rm[:, None] * stride_dym + rn[None, :] * stride_dyn  # (BM, BK)
+    z_ptrs = z_ptr + rm[:, None] * stride_zm + rn[None, :] * stride_zn      # (BM, BK)
+    w_ptrs = w_ptr + rn[:, None] * stride_wn + rk[None, :] * stride_wk      # (BK, BN)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for n0 in range(0, N, BLOCK_K):
+        if EVEN_K:
             dy = tl.load(dy_ptrs)
             z = tl.load(z_ptrs)
             w = tl.load(w_ptrs)
@@ -286,13 +245,13 @@ def _linear_gelu_bwd_dx(
             z = tl.load(z_ptrs, mask=n_ok[None, :], other=0.0)
             w = tl.load(w_ptrs, mask=n_ok[:, None], other=0.0)
         dz = dy.to(tl.float32) * _gelu_grad(z.to(tl.float32))
-        acc = _mma(_rne(dz, INTERP_BF16).to(w.dtype), w, acc, IEEE, INTERP_BF16)
-        dy_ptrs += BLOCK_N * stride_dyn
-        z_ptrs += BLOCK_N * stride_zn
-        w_ptrs += BLOCK_N * stride_wn
+        acc = dot(_rne(dz, UPCAST).to(w.dtype), w, acc, PRECISION, UPCAST)
+        dy_ptrs += BLOCK_K * stride_dyn
+        z_ptrs += BLOCK_K * stride_zn
+        w_ptrs += BLOCK_K * stride_wn
     out_mask = (rows[:, None] < M) & (cols[None, :] < K)
     dx_ptrs = dx_ptr + rows.to(tl.int64)[:, None] * stride_dxm + cols.to(tl.int64)[None, :] * stride_dxk
-    tl.store(dx_ptrs, _rne(acc, INTERP_BF16).to(dx_ptr.dtype.element_ty), mask=out_mask)
+    tl.store(dx_ptrs, _rne(acc, UPCAST).to(dx_ptr.dtype.element_ty), mask=out_mask)
 
 
 @triton.jit
@@ -304,24 +263,25 @@ def _linear_gelu_bwd_dw(
     # strides
     stride_dym, stride_dyn, stride_zm, stride_zn, stride_xm, stride_xk, stride_dwn, stride_dwk,
     # meta-parameters
-    HAS_BIAS: tl.constexpr, EVEN_M: tl.constexpr, IEEE: tl.constexpr, INTERP_BF16: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_M: tl.constexpr, GROUP_N: tl.constexpr,
+    HAS_BIAS: tl.constexpr, EVEN_K: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
-    """One (BLOCK_N, BLOCK_K) tile of dW = (dY * gelu'(Z))^T @ X; the programs of the first K tile
+    """One (BLOCK_M rows of N, BLOCK_N cols of K) tile of dW = (dY * gelu'(Z))^T @ X, reducing over
+    M in steps of BLOCK_K; the programs of the first K tile
     also write db = column sums of dZ (the same rounded dZ the GEMM uses)."""
-    pid_n, pid_k = _grouped_tile(tl.program_id(0), N, K, BLOCK_N, BLOCK_K, GROUP_N)
-    rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    cols = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
+    pid_n, pid_k = _grouped_tile(tl.program_id(0), N, K, BLOCK_M, BLOCK_N, GROUP_M)
+    rows = pid_n * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = pid_k * BLOCK_N + tl.arange(0, BLOCK_N)
     rn = (rows % N).to(tl.int64)
     rk = (cols % K).to(tl.int64)
-    rm = tl.arange(0, BLOCK_M)
-    dyt_ptrs = dy_ptr + rn[:, None] * stride_dyn + rm[None, :] * stride_dym  # (BN, BM) of dY^T
-    zt_ptrs = z_ptr + rn[:, None] * stride_zn + rm[None, :] * stride_zm      # (BN, BM) of Z^T
-    x_ptrs = x_ptr + rm[:, None] * stride_xm + rk[None, :] * stride_xk       # (BM, BK)
-    acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
-    db = tl.zeros((BLOCK_N,), dtype=tl.float32)
-    for m0 in range(0, M, BLOCK_M):
-        if EVEN_M:
+    rm = tl.arange(0, BLOCK_K)
+    dyt_ptrs = dy_ptr + rn[:, None] * stride_dyn + rm[None, :] * stride_dym  # (BM, BK) of dY^T
+    zt_ptrs = z_ptr + rn[:, None] * stride_zn + rm[None, :] * stride_zm      # (BM, BK) of Z^T
+    x_ptrs = x_ptr + rm[:, None] * stride_xm + rk[None, :] * stride_xk       # (BK, BN)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    db = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    for m0 in range(0, M, BLOCK_K):
+        if EVEN_K:
             dyt = tl.load(dyt_ptrs)
             zt = tl.load(zt_ptrs)
             x = tl.load(x_ptrs)
@@ -330,19 +290,19 @@ def _linear_gelu_bwd_dw(
             dyt = tl.load(dyt_ptrs, mask=m_ok[None, :], other=0.0)
             zt = tl.load(zt_ptrs, mask=m_ok[None, :], other=0.0)
             x = tl.load(x_ptrs, mask=m_ok[:, None], other=0.0)
-        dzt = _rne(dyt.to(tl.float32) * _gelu_grad(zt.to(tl.float32)), INTERP_BF16).to(x.dtype)
-        acc = _mma(dzt, x, acc, IEEE, INTERP_BF16)
+        dzt = _rne(dyt.to(tl.float32) * _gelu_grad(zt.to(tl.float32)), UPCAST).to(x.dtype)
+        acc = dot(dzt, x, acc, PRECISION, UPCAST)
         if HAS_BIAS:
             db += tl.sum(dzt.to(tl.float32), axis=1)
-        dyt_ptrs += BLOCK_M * stride_dym
-        zt_ptrs += BLOCK_M * stride_zm
-        x_ptrs += BLOCK_M * stride_xm
+        dyt_ptrs += BLOCK_K * stride_dym
+        zt_ptrs += BLOCK_K * stride_zm
+        x_ptrs += BLOCK_K * stride_xm
     out_mask = (rows[:, None] < N) & (cols[None, :] < K)
     dw_ptrs = dw_ptr + rows.to(tl.int64)[:, None] * stride_dwn + cols.to(tl.int64)[None, :] * stride_dwk
-    tl.store(dw_ptrs, _rne(acc, INTERP_BF16).to(dw_ptr.dtype.element_ty), mask=out_mask)
+    tl.store(dw_ptrs, _rne(acc, UPCAST).to(dw_ptr.dtype.element_ty), mask=out_mask)
     if HAS_BIAS:
         if pid_k == 0:
-            tl.store(db_ptr + rows, _rne(db, INTERP_BF16).to(db_ptr.dtype.element_ty), mask=rows < N)
+            tl.store(db_ptr + rows, _rne(db, UPCAST).to(db_ptr.dtype.element_ty), mask=rows < N)
 
 
 # --------------------------------------------------------------------------------------------
@@ -372,6 +332,11 @@ def _validate(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor
     check_device(name, x, weight, bias)
 
 
+def _dot_args(x: torch.Tensor) -> dict:
+    p = dot_policy(x.dtype, x.device)
+    return {"PRECISION": p.precision, "UPCAST": p.upcast}
+
+
 def _launch_fwd(x2: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
                 store_y: bool, store_z: bool):
     """x2 (M, K) -> (y or None, z or None), both (M, N) in x2's dtype."""
@@ -384,7 +349,7 @@ def _launch_fwd(x2: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Ten
     if M == 0:
         return y, z
     some = y if y is not None else z  # placeholder for the pointer a constexpr flag disables
-    grid = (triton.cdiv(M, t.rows) * triton.cdiv(N, t.cols),)
+    grid = (triton.cdiv(M, t.block_m) * triton.cdiv(N, t.block_n),)
     _linear_gelu_fwd[grid](
         x2, weight, bias if bias is not None else some, some if y is None else y,
         some if z is None else z,
@@ -392,9 +357,9 @@ def _launch_fwd(x2: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Ten
         x2.stride(0), x2.stride(1), weight.stride(0), weight.stride(1),
         bias.stride(0) if bias is not None else 0,
         N, 1, N, 1,  # y and z are fresh contiguous (M, N)
-        HAS_BIAS=bias is not None, STORE_Y=store_y, STORE_Z=store_z, EVEN_K=K % t.red == 0,
-        IEEE=_ieee_fp32(x2.dtype), INTERP_BF16=_interp_bf16(x2),
-        BLOCK_M=t.rows, BLOCK_N=t.cols, BLOCK_K=t.red, GROUP_M=c.group_m,
+        HAS_BIAS=bias is not None, STORE_Y=store_y, STORE_Z=store_z, EVEN_K=K % t.block_k == 0,
+        **_dot_args(x2),
+        BLOCK_M=t.block_m, BLOCK_N=t.block_n, BLOCK_K=t.block_k, GROUP_M=c.group_m,
         num_warps=t.num_warps, num_stages=t.num_stages,
     )
     return y, z
@@ -413,27 +378,27 @@ def _launch_bwd(dy2: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor, z2: t
         dw.zero_()
         db.zero_()
         return dx, dw, db
-    ieee, interp_bf16 = _ieee_fp32(x2.dtype), _interp_bf16(x2)
+    dot_args = _dot_args(x2)
     t = c.dx
-    grid = (triton.cdiv(M, t.rows) * triton.cdiv(K, t.cols),)
+    grid = (triton.cdiv(M, t.block_m) * triton.cdiv(K, t.block_n),)
     _linear_gelu_bwd_dx[grid](
         dy2, z2, weight, dx,
         M, N, K,
         dy2.stride(0), dy2.stride(1), z2.stride(0), z2.stride(1), weight.stride(0), weight.stride(1),
         dx.stride(0), dx.stride(1),
-        EVEN_N=N % t.red == 0, IEEE=ieee, INTERP_BF16=interp_bf16,
-        BLOCK_M=t.rows, BLOCK_K=t.cols, BLOCK_N=t.red, GROUP_M=c.group_m,
+        EVEN_K=N % t.block_k == 0, **dot_args,
+        BLOCK_M=t.block_m, BLOCK_N=t.block_n, BLOCK_K=t.block_k, GROUP_M=c.group_m,
         num_warps=t.num_warps, num_stages=t.num_stages,
     )
     t = c.dw
-    grid = (triton.cdiv(N, t.rows) * triton.cdiv(K, t.cols),)
+    grid = (triton.cdiv(N, t.block_m) * triton.cdiv(K, t.block_n),)
     _linear_gelu_bwd_dw[grid](
         dy2, z2, x2, dw, db if has_bias else dw,
         M, N, K,
         dy2.stride(0), dy2.stride(1), z2.stride(0), z2.stride(1), x2.stride(0), x2.stride(1),
         dw.stride(0), dw.stride(1),
-        HAS_BIAS=has_bias, EVEN_M=M % t.red == 0, IEEE=ieee, INTERP_BF16=interp_bf16,
-        BLOCK_N=t.rows, BLOCK_K=t.cols, BLOCK_M=t.red, GROUP_N=c.group_m,
+        HAS_BIAS=has_bias, EVEN_K=M % t.block_k == 0, **dot_args,
+        BLOCK_M=t.block_m, BLOCK_N=t.block_n, BLOCK_K=t.block_k, GROUP_M=c.group_m,
         num_warps=t.num_warps, num_stages=t.num_stages,
     )
     return dx, dw, db
@@ -534,11 +499,11 @@ def _linear_gelu_bwd_flops(dy, x, weight, bias, z, recompute, *args, out_val=Non
 # --------------------------------------------------------------------------------------------
 
 def linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
-                recompute: Optional[bool] = None) -> torch.Tensor:
+                recompute: bool = False) -> torch.Tensor:
     """gelu(x @ weight^T + bias) (tanh GELU) with the GELU fused into the GEMM, differentiable.
 
-    x (..., K), weight (N, K), bias (N,) or None -> (..., N) in x's dtype. recompute=None uses the
-    module default RECOMPUTE (save the pre-activation for backward).
+    x (..., K), weight (N, K), bias (N,) or None -> (..., N) in x's dtype. recompute=False saves the
+    pre-activation for backward, True recomputes it there (see the module docstring).
 
     Under torch.autocast the inputs are cast to the autocast dtype first, as F.linear's are (a
     custom op is not autocast by itself: in a bf16-autocast model x arrives in fp32 from LayerNorm)."""
@@ -548,8 +513,7 @@ def linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
         x, weight = x.to(dt), weight.to(dt)
         bias = None if bias is None else bias.to(dt)
     _validate(x, weight, bias)
-    rec = RECOMPUTE if recompute is None else bool(recompute)
-    return torch.ops.sixn.linear_gelu_fwd(x, weight, bias, rec)[0]
+    return torch.ops.sixn.linear_gelu_fwd(x, weight, bias, bool(recompute))[0]
 
 
 def linear_gelu_reference(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
@@ -563,5 +527,5 @@ def linear_gelu_reference(x: torch.Tensor, weight: torch.Tensor, bias: Optional[
     return y.to(dt)
 
 
-__all__ = ["RECOMPUTE", "linear_gelu", "linear_gelu_exec", "linear_gelu_config",
-           "linear_gelu_reference", "LinearGeluConfig", "KernelTiles"]
+__all__ = ["linear_gelu", "linear_gelu_exec", "linear_gelu_config",
+           "linear_gelu_reference", "LinearGeluConfig"]

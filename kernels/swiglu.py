@@ -45,35 +45,22 @@ from torch.utils.flop_counter import register_flop_formula
 
 from sixn.model.flops import GemmExec
 
-from .runtime import SUPPORTED_DTYPES, check_device, check_dtype
-
-
-@dataclass(frozen=True)
-class Tiles:
-    rows: int       # output rows per program
-    cols: int       # output columns per program
-    red: int        # reduction block
-    num_warps: int = 4
-    num_stages: int = 1
+from .blocks import dot
+from .runtime import Tiles, check_device, check_dtype, check_dtype_supported, check_sizes, dot_policy
 
 
 @dataclass(frozen=True)
 class SwigluConfig:
-    fwd: Tiles      # H[M, N]: rows M, cols N, red K
-    dx: Tiles       # dX[M, K]: rows M, cols K, red N
-    dw: Tiles       # dW[N, K]: rows N, cols K, red M
+    fwd: Tiles      # H[M, N]: block_m rows of M, block_n cols of N, block_k of the reduction K
+    dx: Tiles       # dX[M, K]: block_m rows of M, block_n cols of K, block_k of the reduction N
+    dw: Tiles       # dW[N, K]: block_m rows of N, block_n cols of K, block_k of the reduction M
 
 
 def swiglu_config(M: int, N: int, K: int, dtype: torch.dtype, device) -> SwigluConfig:
     """The tiles of the three kernels: a fixed table, never autotuned. Interpreter: 16 x 16 x 16
     (tiny test shapes still span several tiles); CUDA: 64 x 64 x 32 with two accumulators."""
-    for name, v in (("M", M), ("N", N), ("K", K)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "M" else 1):
-            raise ValueError(f"swiglu: {name} must be an int {'>= 0' if name == 'M' else '>= 1'}, "
-                             f"got {v!r}")
-    if dtype not in SUPPORTED_DTYPES:
-        raise ValueError(f"swiglu: dtype {dtype} is not supported; supported: "
-                         f"{[str(d) for d in SUPPORTED_DTYPES]}")
+    check_sizes("swiglu", M=M, N=N, K=K)
+    check_dtype_supported("swiglu", dtype)
     if torch.device(device).type != "cuda":
         t = Tiles(16, 16, 16)
         return SwigluConfig(t, t, t)
@@ -84,25 +71,12 @@ def swiglu_config(M: int, N: int, K: int, dtype: torch.dtype, device) -> SwigluC
 def swiglu_exec(M: int, N: int, K: int, dtype: torch.dtype, device) -> GemmExec:
     """What `swiglu` executes for x (M, K) and weights (N, K): two matrices, the padded tiles."""
     c = swiglu_config(M, N, K, dtype, device)
-    tiles = lambda t: (t.rows, t.cols, t.red)  # noqa: E731
-    return GemmExec(fwd_tiles=tiles(c.fwd), dx_tiles=tiles(c.dx), dw_tiles=tiles(c.dw), matrices=2)
+    return GemmExec(fwd_tiles=c.fwd.mnk, dx_tiles=c.dx.mnk, dw_tiles=c.dw.mnk, matrices=2)
 
 
 # --------------------------------------------------------------------------------------------
 # Triton kernels
 # --------------------------------------------------------------------------------------------
-
-@triton.jit
-def _mma(a, b, acc, IEEE: tl.constexpr, UPCAST: tl.constexpr):
-    """acc += a @ b (fp32 accumulator); UPCAST multiplies bf16 blocks as fp32 (interpreter)."""
-    if UPCAST:
-        acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
-    elif IEEE:
-        acc = tl.dot(a, b, acc, input_precision="ieee")
-    else:
-        acc = tl.dot(a, b, acc)
-    return acc
-
 
 @triton.jit
 def _gate_grads(dh, g, u):
@@ -118,23 +92,23 @@ def _gate_grads(dh, g, u):
 def _swiglu_fwd(x_ptr, wg_ptr, wu_ptr, bg_ptr, bu_ptr, h_ptr, g_ptr, u_ptr,
                 M, N, K,
                 stride_xm, stride_xk, stride_wn, stride_wk,
-                HAS_BIAS: tl.constexpr, MASK_K: tl.constexpr, IEEE: tl.constexpr,
+                HAS_BIAS: tl.constexpr, EVEN_K: tl.constexpr, PRECISION: tl.constexpr,
                 UPCAST: tl.constexpr,
-                BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr, BLOCK_RED: tl.constexpr):
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """One (rows of M, cols of N) tile of H, G and U (all contiguous (M, N))."""
     pid = tl.program_id(0)
-    n_cols = tl.cdiv(N, BLOCK_COLS)
-    rows = (pid // n_cols) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
-    cols = (pid % n_cols) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
+    n_cols = tl.cdiv(N, BLOCK_N)
+    rows = (pid // n_cols) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = (pid % n_cols) * BLOCK_N + tl.arange(0, BLOCK_N)
     rm = (rows % M).to(tl.int64)         # ragged edges: wrap the loads, mask the stores
     rn = (cols % N).to(tl.int64)
-    rk = tl.arange(0, BLOCK_RED)
+    rk = tl.arange(0, BLOCK_K)
     x_ptrs = x_ptr + rm[:, None] * stride_xm + rk[None, :] * stride_xk
     w_off = rk[:, None] * stride_wk + rn[None, :] * stride_wn              # (red, cols) of W^T
-    acc_g = tl.zeros((BLOCK_ROWS, BLOCK_COLS), dtype=tl.float32)
-    acc_u = tl.zeros((BLOCK_ROWS, BLOCK_COLS), dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_RED):
-        if MASK_K:
+    acc_g = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc_u = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        if not EVEN_K:
             k_ok = rk < K - k0
             x = tl.load(x_ptrs, mask=k_ok[None, :], other=0.0)
             wg = tl.load(wg_ptr + w_off, mask=k_ok[:, None], other=0.0)
@@ -143,10 +117,10 @@ def _swiglu_fwd(x_ptr, wg_ptr, wu_ptr, bg_ptr, bu_ptr, h_ptr, g_ptr, u_ptr,
             x = tl.load(x_ptrs)
             wg = tl.load(wg_ptr + w_off)
             wu = tl.load(wu_ptr + w_off)
-        acc_g = _mma(x, wg, acc_g, IEEE, UPCAST)
-        acc_u = _mma(x, wu, acc_u, IEEE, UPCAST)
-        x_ptrs += BLOCK_RED * stride_xk
-        w_off += BLOCK_RED * stride_wk
+        acc_g = dot(x, wg, acc_g, PRECISION, UPCAST)
+        acc_u = dot(x, wu, acc_u, PRECISION, UPCAST)
+        x_ptrs += BLOCK_K * stride_xk
+        w_off += BLOCK_K * stride_wk
     if HAS_BIAS:
         acc_g += tl.load(bg_ptr + rn).to(tl.float32)[None, :]
         acc_u += tl.load(bu_ptr + rn).to(tl.float32)[None, :]
@@ -162,21 +136,21 @@ def _swiglu_fwd(x_ptr, wg_ptr, wu_ptr, bg_ptr, bu_ptr, h_ptr, g_ptr, u_ptr,
 def _swiglu_bwd_dx(dh_ptr, g_ptr, u_ptr, wg_ptr, wu_ptr, dx_ptr,
                    M, N, K,
                    stride_wn, stride_wk,
-                   MASK_RED: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr,
-                   BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr, BLOCK_RED: tl.constexpr):
+                   EVEN_K: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """One (rows of M, cols of K) tile of dX = dG W_g + dU W_u; dH, G, U contiguous (M, N)."""
     pid = tl.program_id(0)
-    n_cols = tl.cdiv(K, BLOCK_COLS)
-    rows = (pid // n_cols) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
-    cols = (pid % n_cols) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
+    n_cols = tl.cdiv(K, BLOCK_N)
+    rows = (pid // n_cols) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = (pid % n_cols) * BLOCK_N + tl.arange(0, BLOCK_N)
     rm = (rows % M).to(tl.int64)
     rk = (cols % K).to(tl.int64)
-    rn = tl.arange(0, BLOCK_RED)
+    rn = tl.arange(0, BLOCK_K)
     a_off = rm[:, None] * N + rn[None, :]                                   # (rows, red) of dH, G, U
     w_off = rn[:, None] * stride_wn + rk[None, :] * stride_wk               # (red, cols) of W
-    acc = tl.zeros((BLOCK_ROWS, BLOCK_COLS), dtype=tl.float32)
-    for n0 in range(0, N, BLOCK_RED):
-        if MASK_RED:  # past N: dH = 0, so dG = dU = 0
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for n0 in range(0, N, BLOCK_K):
+        if not EVEN_K:  # past N: dH = 0, so dG = dU = 0
             n_ok = rn < N - n0
             dh = tl.load(dh_ptr + a_off, mask=n_ok[None, :], other=0.0)
             g = tl.load(g_ptr + a_off, mask=n_ok[None, :], other=0.0)
@@ -190,10 +164,10 @@ def _swiglu_bwd_dx(dh_ptr, g_ptr, u_ptr, wg_ptr, wu_ptr, dx_ptr,
             wg = tl.load(wg_ptr + w_off)
             wu = tl.load(wu_ptr + w_off)
         dg, du = _gate_grads(dh, g, u)
-        acc = _mma(dg.to(wg.dtype), wg, acc, IEEE, UPCAST)
-        acc = _mma(du.to(wu.dtype), wu, acc, IEEE, UPCAST)
-        a_off += BLOCK_RED
-        w_off += BLOCK_RED * stride_wn
+        acc = dot(dg.to(wg.dtype), wg, acc, PRECISION, UPCAST)
+        acc = dot(du.to(wu.dtype), wu, acc, PRECISION, UPCAST)
+        a_off += BLOCK_K
+        w_off += BLOCK_K * stride_wn
     ok = (rows[:, None] < M) & (cols[None, :] < K)
     tl.store(dx_ptr + rows.to(tl.int64)[:, None] * K + cols.to(tl.int64)[None, :],
              acc.to(dx_ptr.dtype.element_ty), mask=ok)
@@ -203,26 +177,26 @@ def _swiglu_bwd_dx(dh_ptr, g_ptr, u_ptr, wg_ptr, wu_ptr, dx_ptr,
 def _swiglu_bwd_dw(dh_ptr, g_ptr, u_ptr, x_ptr, dwg_ptr, dwu_ptr, dbg_ptr, dbu_ptr,
                    M, N, K,
                    stride_xm, stride_xk,
-                   HAS_BIAS: tl.constexpr, MASK_RED: tl.constexpr, IEEE: tl.constexpr,
+                   HAS_BIAS: tl.constexpr, EVEN_K: tl.constexpr, PRECISION: tl.constexpr,
                    UPCAST: tl.constexpr,
-                   BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr, BLOCK_RED: tl.constexpr):
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """One (rows of N, cols of K) tile of dW_g = dG^T X and dW_u = dU^T X (+ the bias sums)."""
     pid = tl.program_id(0)
-    n_cols = tl.cdiv(K, BLOCK_COLS)
+    n_cols = tl.cdiv(K, BLOCK_N)
     pid_c = pid % n_cols
-    rows = (pid // n_cols) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
-    cols = pid_c * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
+    rows = (pid // n_cols) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = pid_c * BLOCK_N + tl.arange(0, BLOCK_N)
     rn = (rows % N).to(tl.int64)
     rk = (cols % K).to(tl.int64)
-    rm = tl.arange(0, BLOCK_RED)
+    rm = tl.arange(0, BLOCK_K)
     t_off = rm[None, :].to(tl.int64) * N + rn[:, None]                      # (rows, red) of dH^T ...
     x_ptrs = x_ptr + rm[:, None].to(tl.int64) * stride_xm + rk[None, :] * stride_xk
-    acc_g = tl.zeros((BLOCK_ROWS, BLOCK_COLS), dtype=tl.float32)
-    acc_u = tl.zeros((BLOCK_ROWS, BLOCK_COLS), dtype=tl.float32)
-    sum_g = tl.zeros((BLOCK_ROWS,), dtype=tl.float32)
-    sum_u = tl.zeros((BLOCK_ROWS,), dtype=tl.float32)
-    for m0 in range(0, M, BLOCK_RED):
-        if MASK_RED:  # past M: dH = 0 and X = 0
+    acc_g = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc_u = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    sum_g = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    sum_u = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    for m0 in range(0, M, BLOCK_K):
+        if not EVEN_K:  # past M: dH = 0 and X = 0
             m_ok = rm < M - m0
             dh = tl.load(dh_ptr + t_off, mask=m_ok[None, :], other=0.0)
             g = tl.load(g_ptr + t_off, mask=m_ok[None, :], other=0.0)
@@ -236,13 +210,13 @@ def _swiglu_bwd_dw(dh_ptr, g_ptr, u_ptr, x_ptr, dwg_ptr, dwu_ptr, dbg_ptr, dbu_p
         dg, du = _gate_grads(dh, g, u)
         dg = dg.to(x.dtype)
         du = du.to(x.dtype)
-        acc_g = _mma(dg, x, acc_g, IEEE, UPCAST)
-        acc_u = _mma(du, x, acc_u, IEEE, UPCAST)
+        acc_g = dot(dg, x, acc_g, PRECISION, UPCAST)
+        acc_u = dot(du, x, acc_u, PRECISION, UPCAST)
         if HAS_BIAS:
             sum_g += tl.sum(dg.to(tl.float32), axis=1)
             sum_u += tl.sum(du.to(tl.float32), axis=1)
-        t_off += BLOCK_RED * N
-        x_ptrs += BLOCK_RED * stride_xm
+        t_off += BLOCK_K * N
+        x_ptrs += BLOCK_K * stride_xm
     ok = (rows[:, None] < N) & (cols[None, :] < K)
     out = rows.to(tl.int64)[:, None] * K + cols.to(tl.int64)[None, :]
     tl.store(dwg_ptr + out, acc_g.to(dwg_ptr.dtype.element_ty), mask=ok)
@@ -276,12 +250,9 @@ def _validate(x, w_gate, w_up, b_gate, b_up) -> None:
     check_device("swiglu", x, w_gate, w_up, b_gate, b_up)
 
 
-def _ieee(dtype: torch.dtype) -> bool:
-    return dtype == torch.float32 and torch.get_float32_matmul_precision() == "highest"
-
-
-def _upcast(t: torch.Tensor) -> bool:
-    return t.dtype == torch.bfloat16 and t.device.type != "cuda"
+def _dot_args(x: torch.Tensor) -> dict:
+    p = dot_policy(x.dtype, x.device)
+    return {"PRECISION": p.precision, "UPCAST": p.upcast}
 
 
 def _fwd(x2, wg, wu, bg, bu):
@@ -291,11 +262,11 @@ def _fwd(x2, wg, wu, bg, bu):
     wg, wu = wg.contiguous(), wu.contiguous()  # one stride pair serves both weights
     h, g, u = (torch.empty((M, N), device=x2.device, dtype=x2.dtype) for _ in range(3))
     if M:
-        _swiglu_fwd[(triton.cdiv(M, t.rows) * triton.cdiv(N, t.cols),)](
+        _swiglu_fwd[(triton.cdiv(M, t.block_m) * triton.cdiv(N, t.block_n),)](
             x2, wg, wu, bg if bg is not None else h, bu if bu is not None else h, h, g, u,
             M, N, K, x2.stride(0), x2.stride(1), wg.stride(0), wg.stride(1),
-            HAS_BIAS=bg is not None, MASK_K=K % t.red != 0, IEEE=_ieee(x2.dtype),
-            UPCAST=_upcast(x2), BLOCK_ROWS=t.rows, BLOCK_COLS=t.cols, BLOCK_RED=t.red,
+            HAS_BIAS=bg is not None, EVEN_K=K % t.block_k == 0, **_dot_args(x2),
+            BLOCK_M=t.block_m, BLOCK_N=t.block_n, BLOCK_K=t.block_k,
             num_warps=t.num_warps, num_stages=t.num_stages)
     return h, g, u
 
@@ -311,18 +282,18 @@ def _bwd(dh2, g, u, x2, wg, wu, has_bias):
     if M == 0:
         return dx, dwg, dwu, dbg, dbu
     wg, wu = wg.contiguous(), wu.contiguous()
-    common = dict(IEEE=_ieee(x2.dtype), UPCAST=_upcast(x2))
+    common = _dot_args(x2)
     t = c.dx
-    _swiglu_bwd_dx[(triton.cdiv(M, t.rows) * triton.cdiv(K, t.cols),)](
+    _swiglu_bwd_dx[(triton.cdiv(M, t.block_m) * triton.cdiv(K, t.block_n),)](
         dh2, g, u, wg, wu, dx, M, N, K, wg.stride(0), wg.stride(1),
-        MASK_RED=N % t.red != 0, BLOCK_ROWS=t.rows, BLOCK_COLS=t.cols, BLOCK_RED=t.red,
+        EVEN_K=N % t.block_k == 0, BLOCK_M=t.block_m, BLOCK_N=t.block_n, BLOCK_K=t.block_k,
         num_warps=t.num_warps, num_stages=t.num_stages, **common)
     t = c.dw
-    _swiglu_bwd_dw[(triton.cdiv(N, t.rows) * triton.cdiv(K, t.cols),)](
+    _swiglu_bwd_dw[(triton.cdiv(N, t.block_m) * triton.cdiv(K, t.block_n),)](
         dh2, g, u, x2, dwg, dwu, dbg if has_bias else dwg, dbu if has_bias else dwu,
         M, N, K, x2.stride(0), x2.stride(1),
-        HAS_BIAS=has_bias, MASK_RED=M % t.red != 0, BLOCK_ROWS=t.rows, BLOCK_COLS=t.cols,
-        BLOCK_RED=t.red, num_warps=t.num_warps, num_stages=t.num_stages, **common)
+        HAS_BIAS=has_bias, EVEN_K=M % t.block_k == 0, BLOCK_M=t.block_m, BLOCK_N=t.block_n,
+        BLOCK_K=t.block_k, num_warps=t.num_warps, num_stages=t.num_stages, **common)
     return dx, dwg, dwu, dbg, dbu
 
 
@@ -433,4 +404,4 @@ def gated_reference(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor,
     return (a * F.linear(x, w_up, b_up)).to(dt)
 
 
-__all__ = ["swiglu", "swiglu_exec", "swiglu_config", "gated_reference", "SwigluConfig", "Tiles"]
+__all__ = ["swiglu", "swiglu_exec", "swiglu_config", "gated_reference", "SwigluConfig"]

@@ -269,10 +269,8 @@ class _DotTally:
 
 
 def _cuda_config_in_interpreter(T, D, dtype, device):
-    """The H100 block sizes, run in the interpreter (bf16 products upcast there)."""
-    real = _REAL_CONFIG(T, D, dtype, "cuda")
-    return attn_mod.KernelConfig(real.block_d, real.fwd, real.dkdv, real.dq,
-                                 upcast_dot=(dtype == torch.bfloat16))
+    """The H100 block sizes, run in the interpreter (bf16 products upcast there: CPU tensors)."""
+    return _REAL_CONFIG(T, D, dtype, "cuda")
 
 
 _REAL_CONFIG = attn_mod.kernel_config

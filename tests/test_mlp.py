@@ -10,7 +10,6 @@ from torch.utils.flop_counter import FlopCounterMode
 from sixn.model import get_preset
 from sixn.model.flops import ExecSpec, GemmExec
 
-from sixn.kernels import mlp
 from sixn.kernels.mlp import linear_gelu, linear_gelu_config, linear_gelu_exec
 
 from devices import DEVICE
@@ -106,19 +105,20 @@ def test_save_and_recompute_give_identical_gradients():
     torch.testing.assert_close(z, F.linear(x, w, b), atol=2e-5, rtol=1e-5)
 
 
-def test_module_default_recompute_flag(monkeypatch):
-    """recompute=None follows mlp.RECOMPUTE, in the spec and in what the backward executes."""
+def test_recompute_defaults_to_save():
+    """recompute defaults to False (save z) in the spec and in what the backward executes."""
     M, N, K = 5, 40, 24
     x, w, b, dy = _inputs((M, K), N, torch.float32, bias=True)
-    for flag in (False, True):
-        monkeypatch.setattr(mlp, "RECOMPUTE", flag)
-        ex = linear_gelu_exec(M, N, K, torch.float32, DEVICE)
-        assert ex.recompute is flag
-        wl = w.clone().requires_grad_(True)
-        y = linear_gelu(x, wl, b)
-        with FlopCounterMode(display=False) as fc:
-            y.backward(dy)
-        assert fc.get_total_flops() == ex.backward_flops(M, N, K)
+    ex = linear_gelu_exec(M, N, K, torch.float32, DEVICE)
+    assert ex.recompute is False
+    assert ex == linear_gelu_exec(M, N, K, torch.float32, DEVICE, recompute=False)
+    wl = w.clone().requires_grad_(True)
+    y = linear_gelu(x, wl, b)
+    with FlopCounterMode(display=False) as fc:
+        y.backward(dy)
+    assert fc.get_total_flops() == ex.backward_flops(M, N, K)
+    assert fc.get_total_flops() < linear_gelu_exec(M, N, K, torch.float32, DEVICE,
+                                                   recompute=True).backward_flops(M, N, K)
 
 
 def test_non_contiguous_inputs():
@@ -176,7 +176,7 @@ def test_cpu_without_interpreter_is_an_error(monkeypatch):
 def test_exec_spec_and_config_bad_input():
     with pytest.raises(ValueError, match="dtype torch.float64 is not supported"):
         linear_gelu_exec(4, 8, 8, torch.float64, "cpu")
-    with pytest.raises(ValueError, match="N > 0"):
+    with pytest.raises(ValueError, match="N must be an int >= 1"):
         linear_gelu_exec(4, 0, 8, torch.float32, "cpu")
     with pytest.raises(ValueError, match="M must be an int"):
         linear_gelu_exec(4.0, 8, 8, torch.float32, "cpu")
@@ -235,13 +235,13 @@ def test_interpreter_executes_exactly_the_exec_spec(monkeypatch):
 def test_tile_table_is_deterministic_and_documented():
     # interpreter: 32 x 32 x 32 for every product
     assert linear_gelu_exec(100, 200, 300, torch.float32, "cpu") == GemmExec(
-        (32, 32, 32), (32, 32, 32), (32, 32, 32), recompute=mlp.RECOMPUTE)
+        (32, 32, 32), (32, 32, 32), (32, 32, 32), recompute=False)
     # CUDA (computable without a GPU): 128 x 128 tiles, reduction 64 for 16-bit, 32 for fp32
     big = linear_gelu_exec(8192, 3072, 768, torch.bfloat16, "cuda", recompute=False)
     assert big == GemmExec((128, 128, 64), (128, 128, 64), (128, 128, 64), recompute=False)
     assert linear_gelu_exec(8192, 3072, 768, torch.float32, "cuda").fwd_tiles == (128, 128, 32)
     small = linear_gelu_config(64, 3072, 768, torch.float16, "cuda")
-    assert (small.fwd.rows, small.fwd.num_warps, small.dw.red) == (64, 4, 64)
+    assert (small.fwd.block_m, small.fwd.num_warps, small.dw.block_k) == (64, 4, 64)
     assert linear_gelu_config(8192, 3072, 768, torch.bfloat16, torch.device("cuda", 0)) == \
         linear_gelu_config(8192, 3072, 768, torch.bfloat16, "cuda")
 

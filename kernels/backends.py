@@ -67,9 +67,18 @@ def _torch_mlp_up(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     return linear_gelu_reference(x, weight, bias)
 
 
+# The model's fused up-projection saves its pre-activation for backward (GPTConfig has no switch for
+# it): passed explicitly to the op and to its executed-FLOP spec, so the two cannot disagree.
+_MLP_UP_RECOMPUTE = False
+
+
+def _triton_mlp_up(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+    return linear_gelu(x, weight, bias, recompute=_MLP_UP_RECOMPUTE)
+
+
 _ATTENTION: dict[str, Callable] = {"torch": _torch_attention, "sdpa": _sdpa_attention,
                                    "triton": attention}
-_MLP_UP: dict[str, Callable] = {"torch": _torch_mlp_up, "sdpa": _torch_mlp_up, "triton": linear_gelu}
+_MLP_UP: dict[str, Callable] = {"torch": _torch_mlp_up, "sdpa": _torch_mlp_up, "triton": _triton_mlp_up}
 
 
 def _torch_swiglu(x, w_gate, w_up, b_gate=None, b_up=None):
@@ -132,7 +141,7 @@ def exec_spec(cfg: GPTConfig, batch: int, seq_len: int, dtype: torch.dtype,
     dev = "cuda" if torch.device(device).type == "cuda" else "cpu"
     M = batch * seq_len
     if cfg.mlp == "gelu":
-        up = linear_gelu_exec(M, cfg.d_ff, cfg.d_model, dtype, dev)
+        up = linear_gelu_exec(M, cfg.d_ff, cfg.d_model, dtype, dev, recompute=_MLP_UP_RECOMPUTE)
     elif cfg.mlp == "swiglu":
         up = swiglu_exec(M, cfg.d_ff, cfg.d_model, dtype, dev)
     else:

@@ -430,6 +430,20 @@ def section_stages(folder: Path, fig: Figures, stages: tuple[str, ...]) -> list[
     return lines
 
 
+def mark_stale(lines: list[str], stage: str, info: dict | None, fig: Figures) -> list[str]:
+    """A section whose stage failed in the last run: a warning under its heading, since what it
+    shows was left in the folder by an earlier run (or the failed one) and is not this run's."""
+    if not lines or not isinstance(info, dict) or info.get("status") != "failed":
+        return lines
+    S = "stages.json"
+    banner = (f"> **Stale:** the {stage} stage failed in the run of "
+              f"{fig(S, 'stages', stage, 'date', fmt='str')} "
+              f"({fig(S, 'stages', stage, 'error', fmt='str')}). What this section shows was left in "
+              f"the folder by an earlier run or by the failed one: it is not this run's result and "
+              f"may be incomplete. Rerun `sixn report --stages {stage} --restart` to remake it.")
+    return [lines[0], "", banner, *lines[1:]]
+
+
 def write_report(folder: Path, plan: dict, prov: dict, stages: tuple[str, ...]) -> Path:
     """report.md and figures.json of the folder, from its files."""
     fig = Figures(folder)
@@ -444,8 +458,12 @@ def write_report(folder: Path, plan: dict, prov: dict, stages: tuple[str, ...]) 
         "the console output of each stage is in logs/.",
         "",
     ]
-    body = (section_flops(folder, fig) + section_check(folder, fig) + section_kernels(folder, fig)
-            + section_bench(folder, fig) + section_validate(folder, fig) + section_scaling(folder, fig))
+    ran = (_load(folder, "stages.json") or {}).get("stages", {})
+    body: list[str] = []
+    for stage, section in (("flops", section_flops), ("check", section_check),
+                           ("kernels", section_kernels), ("bench", section_bench),
+                           ("validate", section_validate), ("scaling", section_scaling)):
+        body += mark_stale(section(folder, fig), stage, ran.get(stage), fig)
     tail = section_stages(folder, fig, stages)
     if plan["device"] == "cpu":
         tail += ["On a CPU this report has no GPU figures: no datasheet peak or MFU, no kernel timings "

@@ -320,3 +320,44 @@ def test_a_run_worse_than_the_uniform_guess_is_diverged_not_done(corpus, tmp_pat
     d = runstate.read_diverged(rd / "diverged.json")
     assert d["reason"] == "worse_than_uniform" and d["loss"] == 2426.0
     assert runstate.finished_state(rd, 6, 24) == "diverged"
+
+
+# --- the report ------------------------------------------------------------------------------
+
+def test_report_marks_a_failed_stage_stale(tmp_path):
+    from sixn.bench.report_md import write_report
+    from sixn.bench.results import provenance, write_csv, write_json
+    folder = tmp_path / "rep"
+    write_csv(folder / "scaling" / "summary.csv", [
+        {"run": "a", "kind": "ladder", "N": 6144, "D": 10 ** 5, "val_loss": 3.1, "C_kaplan_6N": 1e12,
+         "C_measured": 2e12}])
+    stages = {"flops": {"status": "done", "date": "2026-01-01T00:00:00Z"},
+              "scaling": {"status": "failed", "date": "2026-01-02T00:00:00Z",
+                          "error": "CorruptFile: ckpt.pt: the checkpoint cannot be read"}}
+    write_json(folder / "stages.json", {"plan": {"device": "cpu"}, "stages": stages})
+    text = write_report(folder, {"device": "cpu", "quick": True}, provenance("cpu"),
+                        ("flops", "scaling")).read_text()
+    scaling = text[text.index("## Scaling laws"):]
+    assert scaling.splitlines()[2].startswith("> **Stale:** the scaling stage failed in the run of "
+                                              "2026-01-02T00:00:00Z (CorruptFile: ckpt.pt")
+    assert "| a | ladder |" in scaling   # the old table is still shown, under the warning
+    stages["scaling"]["status"] = "done"
+    write_json(folder / "stages.json", {"plan": {"device": "cpu"}, "stages": stages})
+    text = write_report(folder, {"device": "cpu", "quick": True}, provenance("cpu"),
+                        ("flops", "scaling")).read_text()
+    assert "Stale:" not in text
+
+
+@pytest.mark.parametrize("text", ["{\"stages\": ", "[]", '{"stages": {"flops": "done"}}', ""])
+def test_corrupt_stages_json_is_one_line_and_restart_recovers(tmp_path, capsys, text):
+    from sixn.bench.cli import main
+    folder = tmp_path / "rep"
+    folder.mkdir()
+    (folder / "stages.json").write_text(text)
+    rc = main(["report", "--stages", "flops", "--out", str(folder)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "stages.json" in err and "--restart" in err
+    assert main(["report", "--stages", "flops", "--restart", "--out", str(folder)]) == 0
+    assert "the record starts afresh" in capsys.readouterr().err
+    assert (folder / "stages.json.corrupt").read_text() == text

@@ -57,9 +57,10 @@ import torch
 
 from sixn.bench import argtypes, cli
 from sixn.bench.cli import CLIError
+from sixn.bench.errors import CorruptFile
 from sixn.bench.counters import ncu
 from sixn.bench.report_md import Figures, format_value, lookup, write_report  # noqa: F401  (re-exported)
-from sixn.bench.results import device_slug, provenance, results_root, write_json
+from sixn.bench.results import device_slug, provenance, read_json, results_root, write_json
 
 STAGES = ("flops", "check", "kernels", "bench", "validate", "scaling")
 GPU_ONLY = ("check", "kernels")
@@ -426,6 +427,32 @@ STAGE_FUNCS: dict[str, Callable[[StagePlan, Runner], dict]] = {
 }
 
 
+STAGES_REMEDY = ("rerun with --restart to redo the stages (their output files are overwritten), "
+                 "or give another --out")
+
+
+def read_stages(path: Path, restart: bool = False) -> dict:
+    """stages.json of a report folder, checked ({} when there is none); a damaged one is a
+    CorruptFile, or with restart=True (the chosen stages are redone anyway) set aside with a
+    notice."""
+    if not path.exists():
+        return {}
+    try:
+        old = read_json(path, what="the report's stage record", remedy=STAGES_REMEDY,
+                        required={"stages": dict})
+        for name, info in old["stages"].items():
+            if not isinstance(info, dict) or not isinstance(info.get("status"), str):
+                raise CorruptFile(path, f"the record of stage {name!r} has no status", STAGES_REMEDY)
+    except CorruptFile as e:
+        if not restart:
+            raise
+        aside = path.with_name(path.name + ".corrupt")
+        os.replace(path, aside)
+        _say(f"notice: {path}: {e.problem}: moved it to {aside.name}; the record starts afresh")
+        return {}
+    return old
+
+
 def _read(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
@@ -555,7 +582,7 @@ def run(args: argparse.Namespace) -> int:
                  "plan": [p.to_dict() for p in plans]}
     prov = provenance(device)
     state_path = folder / "stages.json"
-    old = _read(state_path) or {}
+    old = read_stages(state_path, restart=args.restart)
     state = old.get("stages", {})
     old_plan = old.get("plan", {})
     if args.restart:  # redo the chosen stages; the others keep what they had

@@ -71,6 +71,23 @@ def _chinchilla_params(th):
                 "a": be / s, "b": al / s, "G": (al * A / (be * B)) ** (1.0 / s)}
 
 
+DEGENERATE_EXPONENT = 1e-3   # alpha or beta below this: the optimum is at the bound
+
+
+def check_optimum(theta: np.ndarray) -> None:
+    """ValueError for a degenerate optimum: alpha or beta at its lower bound (0) means the loss
+    does not fall with N or D in the data, and a = beta / (alpha + beta), G and N_opt(C) are then
+    undefined (0/0) or meaningless."""
+    p = _chinchilla_params(np.asarray(theta, float))
+    al, be = float(p["alpha"]), float(p["beta"])
+    if al < DEGENERATE_EXPONENT or be < DEGENERATE_EXPONENT or not np.isfinite(float(p["a"])):
+        flat = " and ".join(x for x, v in (("N", al), ("D", be)) if v < DEGENERATE_EXPONENT)
+        raise ValueError(f"fit_chinchilla: degenerate optimum (alpha = {al:.3g}, beta = {be:.3g}): "
+                         f"the loss does not fall with {flat or 'N and D'} in these data, so "
+                         f"E + A/N^alpha + B/D^beta and its compute-optimal allocation are not "
+                         f"determined; check the table (a loss that rises with size?)")
+
+
 @single_thread_blas()
 def fit_chinchilla(N, D, L, *, delta: float = HUBER_DELTA, grid: Sequence[Sequence[float]] = HOFFMANN_GRID,
                    n_polish: int | None = 64, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0,
@@ -101,6 +118,7 @@ def fit_chinchilla(N, D, L, *, delta: float = HUBER_DELTA, grid: Sequence[Sequen
         r = _lbfgsb(theta, lN[j], lD[j], lL[j], delta)
         if np.isfinite(r.fun):
             boot[b] = r.x
+    check_optimum(theta)
     lse, _ = _chinchilla_lse(theta, lN, lD)
     notes = (f"Huber delta {delta:g} on log residuals; L-BFGS-B from {order.size} of "
              f"{starts.shape[0]} grid starts; N_opt = G (C/{KAPLAN_FLOPS_PER_PARAM_TOKEN})^a")

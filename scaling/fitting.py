@@ -10,6 +10,10 @@
   (evaluations along one learning curve) make the intervals optimistic.
 - Optimisers make many tiny BLAS calls; single_thread_blas (threadpoolctl) keeps BLAS on one thread
   inside them, since on a busy machine BLAS threads make each call 10-20x slower.
+- Every fit is checked (assess) and carries its warnings: an exponent that is negative (the loss
+  rises where the law says it falls) or implausibly large, fewer than MIN_DOF degrees of freedom
+  (points minus parameters: a bootstrap interval on so few is not a measure of anything), and
+  R^2 (log) below R2_WARN. The fit is kept; the warning goes with it into every output.
 """
 
 from __future__ import annotations
@@ -22,10 +26,67 @@ import numpy as np
 from scipy import optimize
 from threadpoolctl import threadpool_limits
 
-from sixn.scaling.laws import CI_PERCENTILES, Fit
+from sixn.scaling.laws import CI_PERCENTILES, LAWS, Fit
 
 HUBER_DELTA = 1e-3
 DEFAULT_BOOTSTRAP = 100
+MAX_BOOTSTRAP = 10_000   # percentiles settle long before; more only costs time (and memory)
+R2_WARN = 0.9            # R^2 of the log of the fitted quantity below this: the law fits poorly
+MIN_DOF = 3              # fewer residual degrees of freedom: the fit and its interval say little
+
+# The exponents of each law and the range where a value is plausible (published values lie well
+# inside: Kaplan's alpha_N 0.076, alpha_D 0.095, alpha_C 0.050, alpha_S 0.76, alpha_B 0.21, a 0.73;
+# Chinchilla's alpha 0.34, beta 0.28, a 0.50). A value <= 0 means the law's direction is reversed.
+EXPONENTS: dict[str, dict[str, tuple[float, float]]] = {
+    "L_N": {"alpha_N": (0.0, 1.5)}, "L_N_E": {"alpha_N": (0.0, 3.0)},
+    "L_D": {"alpha_D": (0.0, 1.5)}, "L_ND": {"alpha_N": (0.0, 1.5), "alpha_D": (0.0, 1.5)},
+    "L_NS": {"alpha_N": (0.0, 1.5), "alpha_S": (0.0, 3.0)}, "L_Cmin": {"alpha_C": (0.0, 1.5)},
+    "B_crit": {"alpha_B": (0.0, 2.0)}, "N_opt": {"a": (0.0, 1.0)}, "D_opt": {"b": (0.0, 1.0)},
+    "chinchilla": {"alpha": (0.0, 2.0), "beta": (0.0, 2.0)},
+}
+# What a reversed exponent means, by law: (quantity, variable).
+_DIRECTION = {"L_N": ("loss", "N"), "L_N_E": ("loss", "N"), "L_D": ("loss", "D"),
+              "L_Cmin": ("loss", "compute"), "B_crit": ("critical batch", "a lower loss"),
+              "N_opt": ("compute-optimal N", "compute"), "D_opt": ("compute-optimal D", "compute")}
+
+
+def assess(law: str, params: Mapping[str, float], n: int, r2_log: float) -> list[str]:
+    """The warnings of a fit of `law` (see the module doc)."""
+    out = []
+    for name, (lo, hi) in EXPONENTS.get(law, {}).items():
+        v = params.get(name, math.nan)
+        if not math.isfinite(v):
+            out.append(f"{name} is not a number: the fit failed to find one")
+        elif v <= lo:
+            what, of = _DIRECTION.get(law, ("loss", name.split("_")[-1]))
+            if law in ("N_opt", "D_opt"):
+                how = "does not grow with compute in these data (it falls or stays flat)"
+            elif law == "B_crit":
+                how = "does not grow as the loss falls in these data"
+            else:
+                how = f"does not fall with {of} in these data (it rises or stays flat)"
+            out.append(f"{name} = {v:.3g} is not positive: the {what} {how}, so the power law does "
+                       f"not describe them")
+        elif v > hi:
+            out.append(f"{name} = {v:.3g} is implausibly large (above {hi:g}; published values are "
+                       f"far smaller): too few or too noisy points, or not the regime of this law")
+    k = len(LAWS[law].params) if law in LAWS else 0
+    dof = n - k
+    if dof < MIN_DOF:
+        out.append(f"only {dof} degree(s) of freedom ({n} points, {k} parameters): the fit and its "
+                   f"bootstrap interval say little; use at least {k + MIN_DOF} points")
+    if math.isfinite(r2_log) and r2_log < R2_WARN:
+        out.append(f"R^2 (log) = {r2_log:.3f} is below {R2_WARN:g}: the law explains these data "
+                   f"poorly")
+    return out
+
+
+def cap_bootstrap(n_boot: int) -> tuple[int, str | None]:
+    """n_boot capped at MAX_BOOTSTRAP, and the message saying so (None when not capped)."""
+    if n_boot <= MAX_BOOTSTRAP:
+        return n_boot, None
+    return MAX_BOOTSTRAP, (f"--bootstrap {n_boot} capped at {MAX_BOOTSTRAP}: the 2.5-97.5 % "
+                           f"percentiles are settled long before, more resamples only cost time")
 
 
 @contextmanager
@@ -98,10 +159,11 @@ def make_fit(law: str, theta: np.ndarray, boot: np.ndarray, to_params, y_log: np
     with np.errstate(all="ignore"):
         samples = {k: np.asarray(v, dtype=float) for k, v in to_params(boot[ok]).items()} \
             if ok.any() else {}
+    r2 = r2_score(y_log, y_log_hat)
     return Fit(law, params, percentile_intervals(samples) if samples else
                {k: (math.nan, math.nan) for k in params},
-               int(y_log.size), r2_score(y_log, y_log_hat), convention, int(ok.sum()), objective,
-               notes, samples)
+               int(y_log.size), r2, convention, int(ok.sum()), objective,
+               notes, samples, assess(law, params, int(y_log.size), r2))
 
 
 def ols_rows(X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -126,6 +126,7 @@ class Fit:
     objective: float | None = None                 # final objective (Huber sum, or SSE of logs)
     notes: str = ""
     samples: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # bootstrap draws
+    warnings: list[str] = field(default_factory=list)  # why the fit may not mean what it says
 
     @property
     def form(self) -> str:
@@ -174,7 +175,7 @@ class Fit:
             "intervals": {k: [clean(lo), clean(hi)] for k, (lo, hi) in self.intervals.items()},
             "n": self.n, "r2_log": clean(self.r2_log), "n_boot": self.n_boot,
             "objective": clean(self.objective) if self.objective is not None else None,
-            "notes": self.notes,
+            "notes": self.notes, "warnings": list(self.warnings),
         }
 
 

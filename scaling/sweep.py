@@ -553,6 +553,7 @@ def fit_and_plot(sweep_dir: Path) -> list[str]:
     try:
         result = fit_sweep(sweep_dir)
         notes.append("fits done")
+        notes += [f"warning: {w}" for w in result.get("warnings", [])]
     except Exception as e:
         return [f"fits failed: {type(e).__name__}: {e}"]
     try:

@@ -21,7 +21,9 @@ support are listed under "skipped" with the reason. The steps:
 
 Where a law needs a parameter count, it uses the count the convention implies,
 N_eff = C / (6 D) (model.flops.params_from_compute), so C = 6 N_eff D holds in every convention and
-kaplan_6N gives back Kaplan's non-embedding N. One-layer runs are left out of every fit (Kaplan).
+kaplan_6N gives back Kaplan's non-embedding N. One-layer runs are left out of every fit (Kaplan),
+and so are runs that diverged (runs/<run>/diverged.json), listed under "excluded_runs". Every
+fit's warnings (scaling.fitting.assess) are collected under "warnings".
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from sixn.scaling.envelope import Envelope, cmin_envelope
 from sixn.scaling.fitting import DEFAULT_BOOTSTRAP
 from sixn.scaling.kaplan import fit_B_crit, fit_L_Cmin, fit_L_D, fit_L_N, fit_L_ND, fit_L_NS, fit_N_opt
 from sixn.scaling.laws import LAWS, PUBLISHED, Fit
+from sixn.scaling.runstate import read_diverged
 from sixn.scaling.tables import (CONVENTION_COLUMNS, Table, col, dataset_size, final_loss,
                                  finite_pos, kinds, present_conventions, read_table, run_names,
                                  select, summary_from_curves)
@@ -66,6 +69,7 @@ class SweepTables:
     summary: Table
     conventions: list[str]
     meta: dict = field(default_factory=dict)   # sweep.json, when the folder has one
+    excluded: list[dict] = field(default_factory=list)   # runs left out: {"run", "reason"}
 
     @property
     def isoflop(self) -> dict | None:
@@ -95,6 +99,11 @@ def load_sweep_tables(sweep_dir: str | Path) -> SweepTables:
         raise ValueError(f"{sweep}: neither curves.csv nor summary.csv found; run `sixn scale` first")
     curves = read_table(cpath) if cpath.exists() else None
     summary = read_table(spath) if spath.exists() else summary_from_curves(curves)
+    excluded = diverged_runs(sweep)
+    if excluded:  # a diverged run's partial curve is not a learning curve of the law
+        gone = np.array([e["run"] for e in excluded])
+        curves = None if curves is None else _drop_runs(curves, gone)
+        summary = _drop_runs(summary, gone)
     found = set(present_conventions(summary))
     if curves is not None:
         found |= set(present_conventions(curves))
@@ -104,7 +113,40 @@ def load_sweep_tables(sweep_dir: str | Path) -> SweepTables:
             meta = json.loads((sweep / "sweep.json").read_text())
         except (OSError, ValueError) as e:
             raise ValueError(f"{sweep / 'sweep.json'}: cannot be read as JSON: {e}") from None
-    return SweepTables(sweep, curves, summary, [c for c in CONVENTION_COLUMNS if c in found], meta)
+    return SweepTables(sweep, curves, summary, [c for c in CONVENTION_COLUMNS if c in found], meta,
+                       excluded)
+
+
+def diverged_runs(sweep: Path) -> list[dict]:
+    """The runs of the folder that diverged (runs/<run>/diverged.json: a non-finite loss, or a
+    final loss worse than the uniform guess), with the reason: they are left out of every fit."""
+    out = []
+    for p in sorted((sweep / "runs").glob("*/diverged.json")):
+        d = read_diverged(p)
+        out.append({"run": d["run"], "reason": d.get("reason", "non_finite_loss"),
+                    "step": d["step"], "message": d["message"]})
+    return out
+
+
+def _drop_runs(t: Table, runs: np.ndarray) -> Table:
+    keep = ~np.isin(run_names(t), runs)
+    return {k: np.asarray(v)[keep] for k, v in t.items()}
+
+
+def sweep_warnings(result: Mapping) -> list[str]:
+    """Every fit's warnings (`<fit> (<convention>): <warning>`) and the runs left out."""
+    out = [f"run {e['run']} left out of the fits: it diverged ({e['reason']} at step {e['step']})"
+           for e in result.get("excluded_runs", [])]
+    slots = [(None, result.get("independent", {}))] + list(result.get("by_convention", {}).items())
+    for conv, slot in slots:
+        for name, f in slot.items():
+            fits = [f] if isinstance(f, Fit) else (
+                [f.N_opt, f.D_opt] if isinstance(f, ComputeOptimal) else [])
+            for fit in fits:
+                where = f"{name}" + (f" {fit.law}" if fit.law != name else "") + (
+                    f" ({conv})" if conv else "")
+                out += [f"{where}: {w}" for w in fit.warnings]
+    return out
 
 
 def independent_fits(t: SweepTables, opts: FitOptions, skipped: _Skipped) -> dict:
@@ -318,6 +360,8 @@ def fit_sweep(sweep_dir: str | Path, *, n_boot: int = DEFAULT_BOOTSTRAP, seed: i
     out["by_convention"] = {c: convention_fits(t, c, bfit, opts, skipped) for c in t.conventions}
     out["compute_optimal"] = compute_optimal_fits(t, opts, skipped, out["by_convention"])
     out["skipped"] = skipped.rows
+    out["excluded_runs"] = t.excluded
+    out["warnings"] = sweep_warnings(out)
     out["comparison"] = comparison_table(out)
     if write:
         write_fits(out, t.sweep)

@@ -2,7 +2,7 @@
 
 The table needs a column of parameter counts (N) and one of losses (loss, L or val_loss), and for
 the Chinchilla form also tokens (D) or training compute (C, from which D = C / 6N). Column names
-are case-insensitive. Fitted, with percentile-bootstrap intervals:
+are case-insensitive. Fitted, with percentile-bootstrap intervals (--bootstrap at most 10000):
 
   L(N) = (N_c / N)^alpha_N          on each N's lowest loss (always)
   L = E + A/N^alpha + B/D^beta      Chinchilla approach 3, Huber (delta 1e-3) on log residuals,
@@ -19,6 +19,11 @@ IsoFLOP when it has a C column, two or more budgets, and no budget of a single r
 fewer than 3 sizes is an error; a budget whose lowest loss is at its smallest or largest N is left
 out with a warning (--strict: an error). The plot (--plot, default TABLE-isoflop.png next to the
 table) shows the profiles, their minima and the fitted N_opt(C).
+
+Warnings (stderr `sixn fit: warning: ...`, and the "warnings" list of --json; each fit's own list
+too): an exponent that is not positive (the loss rises with N, say) or implausibly large, fewer
+than 3 degrees of freedom, R^2 (log) below 0.9 (scaling.fitting.assess). The Chinchilla form is
+refused, with a warning, when its optimum is degenerate (alpha or beta at 0).
 
 Examples:
   sixn fit chinchilla_points.csv
@@ -46,7 +51,7 @@ from sixn.model.flops import PF_DAY, run_compute, tokens_from_compute
 from sixn.scaling.chinchilla import fit_chinchilla
 from sixn.scaling.compute_optimal import (IsoflopError, IsoflopRuns, approach2, budget_groups,
                                           check_isoflop_table)
-from sixn.scaling.fitting import DEFAULT_BOOTSTRAP
+from sixn.scaling.fitting import DEFAULT_BOOTSTRAP, cap_bootstrap
 from sixn.scaling.kaplan import fit_L_N, fit_N_opt
 from sixn.scaling.laws import Fit
 from sixn.scaling.plots import plot_isoflop
@@ -198,9 +203,9 @@ def fit_table(t: dict, n_boot: int, seed: int, full_grid: bool = False) -> dict:
         try:
             chin = fit_chinchilla(N, D, L, n_boot=n_boot, seed=seed,
                                   n_polish=None if full_grid else 64)
-        except ValueError as e:
-            raise CLIError(str(e)) from None
-        res["fits"]["chinchilla"] = chin
+            res["fits"]["chinchilla"] = chin
+        except ValueError as e:  # a degenerate optimum: refused, said, and the rest still shown
+            res["fits"]["chinchilla"] = {"skipped": True, "reason": str(e)}
         method, c, n = empirical_n_opt(t["C"], N, L)
         if np.unique(c).size >= 2 and c.size >= MIN_NOPT_POINTS:
             f = fit_N_opt(c, n, n_boot=n_boot, seed=seed, notes=f"empirical ({method})")
@@ -216,6 +221,17 @@ def fit_table(t: dict, n_boot: int, seed: int, full_grid: bool = False) -> dict:
     emp = res["fits"].get("N_opt_empirical")
     res["a_empirical"] = emp.params["a"] if isinstance(emp, Fit) else None
     return res
+
+
+def collect_warnings(res: dict) -> list[str]:
+    """Every fit's warnings, and every refused or skipped fit, as lines `<fit>: <warning>`."""
+    out = []
+    for name, f in res.get("fits", {}).items():
+        if isinstance(f, Fit):
+            out += [f"{name}: {w}" for w in f.warnings]
+        elif isinstance(f, dict) and f.get("skipped") and name == "chinchilla":
+            out.append(f"{name}: refused: {f['reason']}")
+    return out
 
 
 def _clean(o):
@@ -245,6 +261,7 @@ def _text(res: dict) -> str:
                 lines.append(f"  {k:<10} {fmt(v):>12}   [{fmt(lo)}, {fmt(hi)}]")
             if f.notes:
                 lines.append(f"  ({f.notes})")
+            lines += [f"  warning: {w}" for w in f.warnings]
         else:
             lines.append(f"{name}: skipped ({f['reason']})")
     if res.get("a") is not None:
@@ -319,6 +336,10 @@ def _isoflop_text(res: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    n_boot, capped = cap_bootstrap(args.bootstrap)
+    if capped:
+        print(f"sixn fit: warning: {capped}", file=sys.stderr)
+    args.bootstrap = n_boot
     t = load_table(args.table, args.c_units)
     method = args.method
     if method == "auto":
@@ -335,6 +356,11 @@ def run(args: argparse.Namespace) -> int:
         res = fit_table(t, args.bootstrap, args.seed, args.full_grid)
         res["method"] = "chinchilla"
     res["conv"] = args.conv
+    res["warnings"] = ([capped] if capped else []) + [
+        f"budget C = {e['C']:.4g} left out: {e['reason']}" for e in res.get("excluded", [])] + \
+        collect_warnings(res)
+    for w in res["warnings"][(1 if capped else 0) + len(res.get("excluded", [])):]:
+        print(f"sixn fit: warning: {w}", file=sys.stderr)
     if args.json:
         print(json.dumps(_clean(res), indent=2))
     else:

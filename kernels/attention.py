@@ -72,7 +72,7 @@ from torch.utils.flop_counter import register_flop_formula
 from sixn.model.flops import AttentionExec
 
 from .blocks import dot
-from .runtime import Tiles, check_device, check_dtype, check_dtype_supported, dot_policy
+from .runtime import Tiles, check_device, check_dtype, check_dtype_supported, check_tensors, dot_policy
 
 LOG2E = 1.4426950408889634  # 1/ln(2): exp(x) = exp2(x * LOG2E)
 MAX_HEAD_DIM = 256
@@ -602,9 +602,8 @@ def _check_dims(T: int, head_dim: int) -> None:
 
 def _check_layout(q, k, v) -> None:
     """Ranks, matching shapes and dtypes (what a fake tensor with symbolic sizes can be asked)."""
+    check_tensors("attention", q=q, k=k, v=v)
     for name, t in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(t, torch.Tensor):
-            raise ValueError(f"attention: {name} must be a torch.Tensor, got {type(t).__name__}")
         if t.dim() != 4:
             raise ValueError(f"attention: {name} must be 4-D (B, H, T, D), got {t.dim()}-D shape "
                              f"{tuple(t.shape)}")

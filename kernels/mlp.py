@@ -30,8 +30,9 @@ not skipped), and `linear_gelu_exec` returns the (rows, cols, reduction) tiles o
 as launched. Every kernel names its blocks by their role in its own product (runtime.Tiles):
 BLOCK_M output rows, BLOCK_N output columns, BLOCK_K the reduction, and EVEN_K says the reduction
 needs no mask; the sizes M, N, K are always those of the op (x (M, K), weight (N, K)), so the dX
-kernel tiles (M, K) by (BLOCK_M, BLOCK_N) and reduces over N by BLOCK_K. The "sixn::linear_gelu_fwd" / "sixn::linear_gelu_bwd" custom ops carry FLOP formulas
-from that spec, so torch.utils.flop_counter.FlopCounterMode counts what the kernels execute.
+kernel tiles (M, K) by (BLOCK_M, BLOCK_N) and reduces over N by BLOCK_K. The custom ops
+"sixn::linear_gelu_fwd" / "sixn::linear_gelu_bwd" carry FLOP formulas from that spec, so
+torch.utils.flop_counter.FlopCounterMode counts what the kernels execute.
 
 Dtypes: float16, bfloat16 (fp32 accumulation; tensor cores on CUDA) and float32 (fp32 products with
 IEEE precision when torch.get_float32_matmul_precision() is "highest", TF32 otherwise, like torch).
@@ -59,7 +60,8 @@ from torch.utils.flop_counter import register_flop_formula
 from sixn.model.flops import GemmExec
 
 from .blocks import dot
-from .runtime import Tiles, check_device, check_dtype, check_dtype_supported, check_sizes, dot_policy
+from .runtime import (Tiles, check_device, check_dtype, check_dtype_supported, check_sizes,
+                      check_tensors, dot_policy)
 
 
 # --------------------------------------------------------------------------------------------
@@ -311,11 +313,7 @@ def _linear_gelu_bwd_dw(
 
 def _validate(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> None:
     name = "linear_gelu"
-    for arg, t in (("x", x), ("weight", weight)):
-        if not isinstance(t, torch.Tensor):
-            raise ValueError(f"{name}: {arg} must be a torch.Tensor, got {type(t).__name__}")
-    if bias is not None and not isinstance(bias, torch.Tensor):
-        raise ValueError(f"{name}: bias must be a torch.Tensor or None, got {type(bias).__name__}")
+    check_tensors(name, optional=("bias",), x=x, weight=weight, bias=bias)
     if weight.dim() != 2:
         raise ValueError(f"{name}: weight must be 2-D (N, K) = (out_features, in_features), "
                          f"got shape {tuple(weight.shape)}")

@@ -105,6 +105,16 @@ def check_dtype(name: str, *tensors: torch.Tensor) -> torch.dtype:
     return dt
 
 
+def check_tensors(name: str, optional: tuple[str, ...] = (), **args) -> None:
+    """Each named argument is a torch.Tensor (or None, for the names in `optional`)."""
+    for arg, t in args.items():
+        if t is None and arg in optional:
+            continue
+        if not isinstance(t, torch.Tensor):
+            what = "a torch.Tensor or None" if arg in optional else "a torch.Tensor"
+            raise ValueError(f"{name}: {arg} must be {what}, got {type(t).__name__}")
+
+
 def check_dtype_supported(name: str, dtype: torch.dtype) -> None:
     """dtype is one the kernels run (float16, bfloat16, float32)."""
     if dtype not in SUPPORTED_DTYPES:

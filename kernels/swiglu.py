@@ -13,6 +13,8 @@ Algorithm
   computed in the prologue of both gradient GEMMs from tiles of dH, G and U (never stored):
       dX[M, K]   = dG[M, N] @ W_g[N, K] + dU[M, N] @ W_u[N, K]   (tiles rows M, cols K, red N)
       dW_g[N, K] = dG^T X,  dW_u[N, K] = dU^T X                   (tiles rows N, cols K, red M)
+  Each kernel's BLOCK_M / BLOCK_N / BLOCK_K are its output rows / output columns / reduction
+  (runtime.Tiles), EVEN_K that the reduction needs no mask; M, N, K are always the op's sizes.
       db_g, db_u = column sums of dG, dU                          (programs of the first K tile)
   Each kernel runs two block products per step of its reduction loop.
 
@@ -46,7 +48,8 @@ from torch.utils.flop_counter import register_flop_formula
 from sixn.model.flops import GemmExec
 
 from .blocks import dot
-from .runtime import Tiles, check_device, check_dtype, check_dtype_supported, check_sizes, dot_policy
+from .runtime import (Tiles, check_device, check_dtype, check_dtype_supported, check_sizes,
+                      check_tensors, dot_policy)
 
 
 @dataclass(frozen=True)
@@ -232,9 +235,8 @@ def _swiglu_bwd_dw(dh_ptr, g_ptr, u_ptr, x_ptr, dwg_ptr, dwu_ptr, dbg_ptr, dbu_p
 # --------------------------------------------------------------------------------------------
 
 def _validate(x, w_gate, w_up, b_gate, b_up) -> None:
-    for name, t in (("x", x), ("w_gate", w_gate), ("w_up", w_up)):
-        if not isinstance(t, torch.Tensor):
-            raise ValueError(f"swiglu: {name} must be a torch.Tensor, got {type(t).__name__}")
+    check_tensors("swiglu", optional=("b_gate", "b_up"), x=x, w_gate=w_gate, w_up=w_up,
+                  b_gate=b_gate, b_up=b_up)
     if w_gate.dim() != 2 or w_gate.shape != w_up.shape:
         raise ValueError(f"swiglu: w_gate and w_up must be 2-D (N, K) of one shape, got "
                          f"{tuple(w_gate.shape)} and {tuple(w_up.shape)}")

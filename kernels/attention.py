@@ -644,11 +644,6 @@ def _strides(t: torch.Tensor) -> tuple[int, int, int, int]:
     return tuple(t.stride())
 
 
-def _dot_args(t: torch.Tensor) -> dict:
-    p = dot_policy(t.dtype, t.device)
-    return {"PRECISION": p.precision, "UPCAST": p.upcast}
-
-
 def _fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
          sm_scale: float, window: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     check_inputs(q, k, v, causal, sm_scale)
@@ -664,7 +659,8 @@ def _fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
         *_strides(q), *_strides(k), *_strides(v), *_strides(out),
         H, T, D, sm_scale * LOG2E,
         CAUSAL=causal, BLOCK_M=p.block_m, BLOCK_N=p.block_n, BLOCK_D=cfg.block_d,
-        EVEN_M=T % p.block_m == 0, EVEN_D=D == cfg.block_d, **_dot_args(q),
+        EVEN_M=T % p.block_m == 0, EVEN_D=D == cfg.block_d,
+        **dot_policy(q.dtype, q.device).constexprs(),
         GROUP=H // k.shape[1], WINDOW=window,
         num_warps=p.num_warps, num_stages=p.num_stages,
     )
@@ -696,7 +692,8 @@ def _bwd(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ou
     dq = torch.empty((B, H, T, D), dtype=q.dtype, device=q.device)
     dk = torch.empty((B, Hk, T, D), dtype=q.dtype, device=q.device)
     dv = torch.empty_like(dk)
-    common = dict(**_dot_args(q), BLOCK_D=cfg.block_d, EVEN_D=D == cfg.block_d,
+    common = dict(**dot_policy(q.dtype, q.device).constexprs(), BLOCK_D=cfg.block_d,
+                  EVEN_D=D == cfg.block_d,
                   CAUSAL=causal, GROUP=H // Hk, WINDOW=window)
     p = cfg.dkdv
     _attn_bwd_dkdv[(triton.cdiv(T, p.block_n), B * Hk)](

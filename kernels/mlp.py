@@ -330,11 +330,6 @@ def _validate(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor
     check_device(name, x, weight, bias)
 
 
-def _dot_args(x: torch.Tensor) -> dict:
-    p = dot_policy(x.dtype, x.device)
-    return {"PRECISION": p.precision, "UPCAST": p.upcast}
-
-
 def _launch_fwd(x2: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
                 store_y: bool, store_z: bool):
     """x2 (M, K) -> (y or None, z or None), both (M, N) in x2's dtype."""
@@ -356,7 +351,7 @@ def _launch_fwd(x2: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Ten
         bias.stride(0) if bias is not None else 0,
         N, 1, N, 1,  # y and z are fresh contiguous (M, N)
         HAS_BIAS=bias is not None, STORE_Y=store_y, STORE_Z=store_z, EVEN_K=K % t.block_k == 0,
-        **_dot_args(x2),
+        **dot_policy(x2.dtype, x2.device).constexprs(),
         BLOCK_M=t.block_m, BLOCK_N=t.block_n, BLOCK_K=t.block_k, GROUP_M=c.group_m,
         num_warps=t.num_warps, num_stages=t.num_stages,
     )
@@ -376,7 +371,7 @@ def _launch_bwd(dy2: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor, z2: t
         dw.zero_()
         db.zero_()
         return dx, dw, db
-    dot_args = _dot_args(x2)
+    dot_args = dot_policy(x2.dtype, x2.device).constexprs()
     t = c.dx
     grid = (triton.cdiv(M, t.block_m) * triton.cdiv(K, t.block_n),)
     _linear_gelu_bwd_dx[grid](

@@ -160,6 +160,10 @@ class DotPolicy:
     precision: str
     upcast: bool
 
+    def constexprs(self) -> dict:
+        """The keyword arguments of a launch: PRECISION and UPCAST."""
+        return {"PRECISION": self.precision, "UPCAST": self.upcast}
+
 
 def dot_policy(dtype: torch.dtype, device: "str | torch.device") -> DotPolicy:
     """The one fp32 / interpreter policy of every kernel: fp32 products in IEEE precision when

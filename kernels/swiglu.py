@@ -252,11 +252,6 @@ def _validate(x, w_gate, w_up, b_gate, b_up) -> None:
     check_device("swiglu", x, w_gate, w_up, b_gate, b_up)
 
 
-def _dot_args(x: torch.Tensor) -> dict:
-    p = dot_policy(x.dtype, x.device)
-    return {"PRECISION": p.precision, "UPCAST": p.upcast}
-
-
 def _fwd(x2, wg, wu, bg, bu):
     M, K = x2.shape
     N = wg.shape[0]
@@ -267,7 +262,8 @@ def _fwd(x2, wg, wu, bg, bu):
         _swiglu_fwd[(triton.cdiv(M, t.block_m) * triton.cdiv(N, t.block_n),)](
             x2, wg, wu, bg if bg is not None else h, bu if bu is not None else h, h, g, u,
             M, N, K, x2.stride(0), x2.stride(1), wg.stride(0), wg.stride(1),
-            HAS_BIAS=bg is not None, EVEN_K=K % t.block_k == 0, **_dot_args(x2),
+            HAS_BIAS=bg is not None, EVEN_K=K % t.block_k == 0,
+            **dot_policy(x2.dtype, x2.device).constexprs(),
             BLOCK_M=t.block_m, BLOCK_N=t.block_n, BLOCK_K=t.block_k,
             num_warps=t.num_warps, num_stages=t.num_stages)
     return h, g, u
@@ -284,7 +280,7 @@ def _bwd(dh2, g, u, x2, wg, wu, has_bias):
     if M == 0:
         return dx, dwg, dwu, dbg, dbu
     wg, wu = wg.contiguous(), wu.contiguous()
-    common = _dot_args(x2)
+    common = dot_policy(x2.dtype, x2.device).constexprs()
     t = c.dx
     _swiglu_bwd_dx[(triton.cdiv(M, t.block_m) * triton.cdiv(K, t.block_n),)](
         dh2, g, u, wg, wu, dx, M, N, K, wg.stride(0), wg.stride(1),

@@ -22,6 +22,16 @@ mkdir -p "$STATE"/{munge,state,spool,log}
 chmod 700 "$STATE/munge"
 HOST=$(hostname -s)
 
+# two free TCP ports (6817/6818 unless another cluster holds them)
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+pick_port() {
+    local p=$1
+    while ! port_free "$p" || [ "$p" = "${2:-}" ]; do p=$((p + 2)); done
+    echo "$p"
+}
+CTLD_PORT=${SIXN_SLURMCTLD_PORT:-$(pick_port 6817)}
+SLURMD_PORT=${SIXN_SLURMD_PORT:-$(pick_port 6818 "$CTLD_PORT")}
+
 # munge: a private key and socket
 mungekey --create --force --keyfile "$STATE/munge/munge.key"
 chmod 400 "$STATE/munge/munge.key"
@@ -38,8 +48,8 @@ ClusterName=sixn
 SlurmctldHost=$HOST
 SlurmUser=root
 SlurmdUser=root
-SlurmctldPort=${SIXN_SLURMCTLD_PORT:-6817}
-SlurmdPort=${SIXN_SLURMD_PORT:-6818}
+SlurmctldPort=$CTLD_PORT
+SlurmdPort=$SLURMD_PORT
 AuthType=auth/munge
 CredType=cred/munge
 AuthInfo=socket=$STATE/munge/munge.socket

@@ -86,6 +86,8 @@ def driver_version() -> str:
 
 
 def provenance(device: str | torch.device | None = None, command: str | None = None) -> dict[str, str]:
+    """The provenance fields. command: the sixn command line; by default $SIXN_COMMAND (set by
+    scaling.launch for its worker processes: the command that started them), else sys.argv."""
     try:
         import triton
         triton_version = triton.__version__
@@ -98,7 +100,8 @@ def provenance(device: str | torch.device | None = None, command: str | None = N
         "triton": triton_version,
         "python": platform.python_version(),
         "git_commit": _git_commit(),
-        "command": command if command is not None else " ".join(["sixn", *sys.argv[1:]]),
+        "command": command if command is not None else (
+            os.environ.get("SIXN_COMMAND") or " ".join(["sixn", *sys.argv[1:]])),
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
 

@@ -1,21 +1,31 @@
-"""Resumable sweeps: a ladder of model sizes (plus data-limited and shape runs) in one folder.
+"""Resumable sweeps: a ladder of model sizes (plus data-limited and shape runs) in one folder, which
+is the single source of truth for any number of workers.
 
 Layout of a sweep folder (default results/scaling/<device-slug>/, "-quick" appended for --quick):
 
-    sweep.json                  the plan, corpus and device
+    sweep.json                  the plan, corpus, device and every run fully resolved
+    sweep.lock                  held by the command that drives the sweep (scaling.claims)
+    tables.lock                 held while curves.csv / summary.csv are rewritten
+    slurm.json                  each run's last Slurm job (when submitted there)
     runs/<run>/config.json      GPTConfig, TrainConfig, corpus fingerprint, provenance
     runs/<run>/log.csv          one row per evaluation (scaling.train.LOG_COLUMNS + provenance)
     runs/<run>/ckpt.pt          last checkpoint (git-ignored)
-    runs/<run>/done.json        the run's summary once finished (diverged.json if it diverged)
+    runs/<run>/done.json        the run's summary once finished (diverged.json if it diverged,
+                                failed.json with the error if it crashed)
+    runs/<run>/claim.lock       held by the worker that trains the run
+    runs/<run>/attempts.jsonl   one line per start or resume: who, where, from which step
     curves.csv                  every evaluation row of every run of the plan
     summary.csv                 one row per finished run
     experiments.json            shape / sample-efficiency / transfer analysis (scaling.experiments)
 
-Rerunning the same plan skips runs that have done.json (or diverged.json) and resumes an
-interrupted one from its checkpoint. A run's folder name holds its kind, shape and a hash of its
-model and training configuration and of the corpus (and transfer corpus) fingerprints, so a
-changed plan or corpus never reuses a run made with other settings.
-curves.csv and summary.csv are rewritten atomically after every run.
+One run is one unit of work (work): a worker claims it (a flock the kernel drops when the worker
+dies), trains or resumes it from its checkpoint, then merges the tables under tables.lock. So two
+workers never train one run, a killed worker's run is taken over from its last checkpoint, and
+rerunning skips runs that have done.json (or diverged.json). A run's folder name holds its kind,
+shape and a hash of its model and training configuration and of the corpus (and transfer corpus)
+fingerprints, so a changed plan or corpus never reuses a run made with other settings.
+curves.csv and summary.csv are rewritten atomically after every run. How the workers are started
+(this process, local processes, torchrun, Slurm) is scaling.launch's business.
 
 CPU ladder (the default without a GPU): byte-level vocabulary 256, n_ctx 64, batches of 32 x 64
 tokens, five sizes from N = 6.1e3 to 3.1e5 (n_layer 2-4, d_model 16-80), 700 to 1900 steps
@@ -27,14 +37,17 @@ autocast, the triton backend when sixn's kernels import (else sdpa), about ten m
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
 import re
 import sys
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from tqdm import tqdm
@@ -44,9 +57,9 @@ from sixn.bench.results import (device_slug, provenance, read_csv_rows, read_row
 from sixn.model.config import GPTConfig
 from sixn.model.flops import flops_per_token, param_counts
 from sixn.model.presets import PRESETS
-from sixn.scaling.plots import plot_sweep
-from sixn.scaling.sweep_fits import fit_sweep
 
+from .claims import (CLAIM_FILE, SWEEP_LOCK, TABLES_LOCK, Claim, claim, describe, holder,
+                     try_claim, whoami)
 from .isoflop import (CPU_BUDGETS, CPU_SIZES, GPU_BUDGETS, GPU_SIZES, QUICK_BUDGETS, QUICK_SIZES,
                       IsoflopDesign, default_budgets, schedule_for_budget, window)
 from .train import LOG_COLUMNS, TrainConfig, TrainingDiverged, train
@@ -91,9 +104,28 @@ class RunSpec:
 
     @property
     def cost(self) -> float:
-        """Training FLOPs of the run (full-model count): weights the progress bar."""
+        """Training FLOPs of the run (full-model count): weights the progress bar and orders the
+        work (costliest first)."""
         return flops_per_token(self.model, "full_model", self.train.seq_len) * \
             self.train.total_steps * self.train.batch_tokens
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "label": self.label, "data_id": self.data_id,
+                **({"budget": self.budget, "budget_convention": self.budget_convention}
+                   if self.budget else {}),
+                "model": self.model.to_dict(), "train": self.train.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunSpec":
+        """The run a to_dict() describes; its name must come out the same (else the entry was
+        edited or written by another version of sixn)."""
+        r = cls(d["kind"], GPTConfig.from_dict(d["model"]), TrainConfig.from_dict(d["train"]),
+                d.get("label", ""), d.get("data_id", ""), d.get("budget", 0.0),
+                d.get("budget_convention", ""))
+        if "name" in d and r.name != d["name"]:
+            raise ValueError(f"run {d['name']}: its configuration gives the name {r.name}; the "
+                             f"sweep's plan was written by another version of sixn or edited")
+        return r
 
 
 @dataclass
@@ -115,8 +147,15 @@ class SweepPlan:
                 "transfer": self.transfer, "transfer_corpus": self.transfer_corpus,
                 "max_bytes": self.max_bytes, "quick": self.quick,
                 "isoflop": self.isoflop.to_dict() if self.isoflop is not None else None,
-                "runs": [{"name": r.name, "kind": r.kind, "label": r.label,
-                          "model": r.model.to_dict(), "train": r.train.to_dict()} for r in self.runs]}
+                "runs": [r.to_dict() for r in self.runs]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SweepPlan":
+        """The plan's runs and corpora (what a worker needs; an IsoFLOP design's size grid is not
+        kept)."""
+        runs = [RunSpec.from_dict(r) for r in d["runs"]]
+        return cls(runs, **{k: d[k] for k in ("name", "corpus", "bpe_vocab", "transfer",
+                                              "transfer_corpus", "max_bytes", "quick") if k in d})
 
 
 # --------------------------------------------------------------------------------------------
@@ -363,40 +402,41 @@ def default_sweep_dir(device: str, quick: bool = False, isoflop: bool = False) -
 class Progress:
     """The sweep's tqdm bar on stderr, weighted by each run's FLOPs (`costs`, by run name).
 
-    train() reports (run, step, steps, eval row or None) to update(); a run skipped because it
-    finished earlier counts as done at once. Off a terminal the bar refreshes every 30 s.
+    update(run, step, steps, eval row or None) comes from train() for a run in this process, or
+    from a launcher that follows its workers through the sweep folder: several runs may advance
+    at once. A run skipped because it finished earlier counts as done at once. Off a terminal the
+    bar refreshes every 30 s.
     """
 
     def __init__(self, costs: dict[str, float], enabled: bool = True, stream=None):
         self.costs = costs
-        self.done_cost = 0.0
+        self.frac: dict[str, float] = {}
         self.n = len(costs)
-        self.index = 0
+        self.order = {name: i for i, name in enumerate(costs, 1)}
         stream = stream or sys.stderr
         tty = hasattr(stream, "isatty") and stream.isatty()
         self.bar = tqdm(total=sum(costs.values()) or 1.0, file=stream, disable=not enabled,
                         unit="FLOP", unit_scale=True, mininterval=0.5 if tty else 30.0,
                         bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} FLOP [{elapsed}<{remaining}]")
 
-    def _advance(self, to: float) -> None:
-        self.bar.update(max(0.0, to - self.bar.n))
+    def _set(self, name: str, frac: float) -> None:
+        self.frac[name] = frac
+        done = sum(self.costs.get(n, 0.0) * f for n, f in self.frac.items())
+        self.bar.update(max(0.0, done - self.bar.n))
 
-    def start_run(self, name: str, index: int, skipped: bool = False) -> None:
-        self.index = index
-        if skipped:
-            self.done_cost += self.costs.get(name, 0.0)
-            self._advance(self.done_cost)
-            self.line(f"[{index}/{self.n}] {name}: finished earlier, skipped")
+    def skipped(self, name: str) -> None:
+        self._set(name, 1.0)
+        self.line(f"[{self.order.get(name, 0)}/{self.n}] {name}: finished earlier, skipped")
 
     def update(self, name: str, step: int, steps: int, row: dict | None) -> None:
-        self.bar.set_description(f"{self.index}/{self.n} {name} step {step}/{steps}", refresh=False)
+        self.bar.set_description(f"{self.order.get(name, 0)}/{self.n} {name} step {step}/{steps}",
+                                 refresh=False)
         if row is not None:
-            self.bar.set_postfix(val=f"{row['val_loss']:.3f}", refresh=False)
-        self._advance(self.done_cost + self.costs.get(name, 0.0) * step / max(1, steps))
+            self.bar.set_postfix(val=f"{float(row['val_loss']):.3f}", refresh=False)
+        self._set(name, min(1.0, step / max(1, steps)))
 
     def end_run(self, name: str) -> None:
-        self.done_cost += self.costs.get(name, 0.0)
-        self._advance(self.done_cost)
+        self._set(name, 1.0)
 
     def line(self, msg: str) -> None:
         if not self.bar.disable:
@@ -407,8 +447,12 @@ class Progress:
 
 
 # --------------------------------------------------------------------------------------------
-# The sweep
+# The sweep folder: one run = one unit of work
 # --------------------------------------------------------------------------------------------
+
+class SweepBusy(RuntimeError):
+    """Another command drives this sweep folder now (it holds sweep.lock)."""
+
 
 def load_plan_corpora(plan: SweepPlan):
     from .data import load_corpus, transfer_corpus
@@ -439,140 +483,281 @@ def resolve_plan(plan: SweepPlan, vocab_size: int, device: str, data_id: str = "
     return out
 
 
-def collect(sweep_dir: Path, runs: list[RunSpec], prov: dict | None = None) -> tuple[list[dict], list[dict]]:
-    """Rewrite curves.csv and summary.csv from the runs' logs (atomically); return their rows."""
-    curves: list[dict] = []
-    fields: list[str] = list(LOG_COLUMNS)
-    summary: list[dict] = []
-    for r in runs:
-        rd = sweep_dir / "runs" / r.name
-        fn, rows = read_csv_rows(rd / "log.csv")
-        for f in fn:
-            if f not in fields:
-                fields.append(f)
-        curves.extend(rows)
-        done = rd / "done.json"
-        if done.exists():
-            s = json.loads(done.read_text())
-            s.pop("provenance", None)
-            summary.append(s)
-    if curves:
-        write_csv_rows(sweep_dir / "curves.csv", fields, curves)
-    if summary:
-        write_csv(sweep_dir / "summary.csv", summary, prov)
-    return curves, summary
+FINISHED = ("done.json", "diverged.json")
 
 
-def run_sweep(plan: SweepPlan | str | None = None, out_dir: str | Path | None = None,
-              device: str | None = None, quick: bool = False, progress: bool = True,
-              fit: bool = True, threads: int | None = None, deadline: float | None = None) -> Path:
-    """Run (or resume) every run of `plan` and write curves.csv, summary.csv, experiments.json,
-    then the fits and plots (scaling.sweep_fits, scaling.plots). Returns the folder.
-    deadline (time.monotonic()): runs not started by then are left for a resume and listed in
-    not_run.json; the fits use the runs that finished.
-
-    plan: a SweepPlan, a preset-set name ("cpu" / "gpu") or None for this device's default.
-    threads: torch CPU threads while it runs (default 1 on the CPU: the ladder's small matmuls
-    gain little from a second thread and lose a lot when another process holds the core)."""
-    dev = _device(device)
-    if torch.device(dev).type == "cpu":
-        saved = torch.get_num_threads()
-        torch.set_num_threads(threads or 1)
-        try:
-            return _run_sweep(plan, out_dir, dev, quick, progress, fit, deadline)
-        finally:
-            torch.set_num_threads(saved)
-    return _run_sweep(plan, out_dir, dev, quick, progress, fit, deadline)
+def run_finished(run_dir: Path) -> bool:
+    """A run is finished once it has done.json (done or early-stopped) or diverged.json."""
+    return any((run_dir / f).exists() for f in FINISHED)
 
 
-def _run_sweep(plan, out_dir, dev: str, quick: bool, progress: bool, fit: bool,
-               deadline: float | None = None) -> Path:
+@dataclass
+class Sweep:
+    """A sweep folder ready for work: its resolved runs and their corpora. `lock` is the sweep
+    lock when this process drives the sweep (prepare_sweep), None in a worker (load_sweep)."""
+
+    dir: Path
+    runs: list[RunSpec]
+    corpus: object
+    transfer: object | None
+    device: str
+    prov: dict
+    lock: Claim | None = None
+
+    def run_dir(self, run: RunSpec | str) -> Path:
+        return self.dir / "runs" / (run if isinstance(run, str) else run.name)
+
+    def pending(self) -> list[RunSpec]:
+        """Unfinished runs, the costliest first (so that parallel workers end together)."""
+        return sorted((r for r in self.runs if not run_finished(self.run_dir(r))),
+                      key=lambda r: -r.cost)
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+
+def prepare_sweep(plan: SweepPlan | str | None, out_dir: str | Path | None, device: str,
+                  quick: bool = False) -> Sweep:
+    """Take the sweep lock, load the corpora, resolve the plan and write sweep.json (the plan with
+    every run fully resolved: what any worker, local or on a cluster node, reads to train one).
+    Failure markers of earlier attempts are cleared, so that those runs are tried again.
+
+    Raises SweepBusy when another command holds the sweep."""
     if plan is None:
-        plan = default_plan(dev, quick=quick)
+        plan = default_plan(device, quick=quick)
     elif isinstance(plan, str):
         plan = build_plan(plan, quick=quick)
     sweep_dir = Path(out_dir) if out_dir is not None else default_sweep_dir(
-        dev, plan.quick or quick, plan.isoflop is not None)
+        device, plan.quick or quick, plan.isoflop is not None)
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    prov = provenance(dev)
+    lock = try_claim(sweep_dir / SWEEP_LOCK, "sweep")
+    if lock is None:
+        raise SweepBusy(f"{sweep_dir} is being run by {describe(holder(sweep_dir / SWEEP_LOCK))}; "
+                        f"wait for it to end, or follow it with `sixn scale --status --out "
+                        f"{sweep_dir}`")
+    try:
+        prov = provenance(device)
+        corpus, tr = load_plan_corpora(plan)
+        data_id = data_identity(corpus, tr)
+        runs = resolve_plan(plan, corpus.vocab_size, device, data_id)
+        write_json(sweep_dir / "sweep.json", {
+            "plan": plan.to_dict(), "device": device, "corpus": corpus.info(),
+            "transfer": tr.info() if tr is not None else None, "data_id": data_id,
+            "runs": [r.to_dict() for r in runs]}, prov)
+        for r in runs:
+            (sweep_dir / "runs" / r.name / "failed.json").unlink(missing_ok=True)
+    except BaseException:
+        lock.release()
+        raise
+    return Sweep(sweep_dir, runs, corpus, tr, device, prov, lock)
+
+
+def load_sweep(sweep_dir: str | Path, device: str | None = None) -> Sweep:
+    """A prepared sweep as a worker sees it: sweep.json's runs, the corpora loaded again and
+    checked to be the ones the plan was resolved with. device: where this worker trains (default
+    the plan's)."""
+    sweep_dir = Path(sweep_dir)
+    path = sweep_dir / "sweep.json"
+    if not path.exists():
+        raise ValueError(f"{sweep_dir} holds no sweep.json: is it on a filesystem this machine "
+                         f"shares with the one that prepared the sweep?")
+    meta = json.loads(path.read_text())
+    plan = SweepPlan.from_dict(meta["plan"])
     corpus, tr = load_plan_corpora(plan)
-    runs = resolve_plan(plan, corpus.vocab_size, dev, data_identity(corpus, tr))
-    write_json(sweep_dir / "sweep.json", {
-        "plan": plan.to_dict(), "device": dev, "corpus": corpus.info(),
-        "transfer": tr.info() if tr is not None else None,
-        "runs": [{"name": r.name, "kind": r.kind, "label": r.label,
-                  **({"budget": r.budget, "budget_convention": r.budget_convention}
-                     if r.budget else {})} for r in runs]}, prov)
+    if data_identity(corpus, tr) != meta["data_id"]:
+        raise ValueError(f"the corpus read here ({data_identity(corpus, tr)}) is not the one the "
+                         f"sweep in {sweep_dir} was planned with ({meta['data_id']}): the files "
+                         f"changed, or this machine sees other files")
+    runs = [RunSpec.from_dict(r) for r in meta["runs"]]
+    if device is not None:
+        runs = [dataclasses.replace(r, train=r.train.replace(device=device)) for r in runs]
+    return Sweep(sweep_dir, runs, corpus, tr, device or meta["device"], provenance(device or meta["device"]))
 
-    bar = Progress({r.name: r.cost for r in runs}, enabled=progress)
-    diverged: list[str] = []
-    not_run: list[str] = []
+
+def train_run(sweep: Sweep, run: RunSpec, bar: Progress | None = None, world=None) -> str:
+    """Train (or resume) one run of the sweep, whose claim the caller holds; return its state:
+    done, diverged, or failed (any other error: recorded in the run's failed.json, which the next
+    command clears to try again; the other runs go on)."""
+    rd = sweep.run_dir(run)
+    say = bar.line if bar is not None else (lambda m: print(m, file=sys.stderr, flush=True))
+    if world is None or world.is_main:
+        record_attempt(rd, world)
     try:
-        for i, r in enumerate(runs, 1):
-            rd = sweep_dir / "runs" / r.name
-            if (rd / "done.json").exists() or (rd / "diverged.json").exists():
-                bar.start_run(r.name, i, skipped=True)
-                if (rd / "diverged.json").exists():
-                    diverged.append(r.name)
-                continue
-            if deadline is not None and time.monotonic() > deadline:
-                not_run.append(r.name)
-                continue
-            bar.start_run(r.name, i)
-            try:
-                train(r.model, r.train, corpus, rd, transfer=tr, name=r.name, kind=r.kind,
-                      progress=bar.update, extra_meta={"label": r.label})
-            except TrainingDiverged as e:
-                diverged.append(r.name)
-                bar.line(f"sixn scale: {e}")
-            bar.end_run(r.name)
-            collect(sweep_dir, runs, prov)
+        train(run.model, run.train, sweep.corpus, rd, transfer=sweep.transfer, name=run.name,
+              kind=run.kind, progress=bar.update if bar is not None else None,
+              extra_meta={"label": run.label}, world=world)
+        return "done"
+    except TrainingDiverged as e:
+        say(f"sixn scale: {e}")
+        return "diverged"
+    except Exception as e:
+        error = f"{type(e).__name__}: {e}"
+        if world is None or world.is_main:
+            write_json(rd / "failed.json", {"run": run.name, "error": error,
+                                            "input_error": isinstance(e, ValueError),
+                                            "traceback": traceback.format_exc()[-4000:],
+                                            "worker": whoami("train")}, sweep.prov)
+        say(f"sixn scale: run {run.name} failed: {error} (details in {rd / 'failed.json'})")
+        return "failed"
     finally:
-        bar.close()
-    collect(sweep_dir, runs, prov)
-    if not_run:
-        write_json(sweep_dir / "not_run.json", {"runs": not_run, "reason": "time budget spent"}, prov)
-        print(f"sixn scale: time budget spent: {len(not_run)} runs not started ({', '.join(not_run)}); "
-              f"rerun without --time-budget to finish them", file=sys.stderr)
+        if bar is not None:
+            bar.end_run(run.name)
+
+
+ATTEMPTS = "attempts.jsonl"
+
+
+def record_attempt(run_dir: Path, world=None) -> None:
+    """One line per time a worker starts (or resumes) the run: who, where, and the last step its
+    log held then (the resume itself goes back to the checkpoint, which is that step or the
+    evaluation before it). Appended in whole lines, so the file tells how often and by whom a run
+    was trained."""
+    rows = read_csv_rows(run_dir / "log.csv")[1]
+    line = {**whoami("train"), "logged_step": int(rows[-1]["step"]) if rows else 0,
+            "processes": world.size if world is not None else 1}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ATTEMPTS, "a") as f:
+        f.write(json.dumps(line) + "\n")
+
+
+def attempts(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / ATTEMPTS
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            pass  # a line torn by a kill
+    return out
+
+
+def work(sweep: Sweep, names: list[str] | None = None, bar: Progress | None = None,
+         wait: bool = True, runner: Callable[[RunSpec], str] | None = None,
+         deadline: float | None = None) -> list[str]:
+    """A worker: train every unfinished run (of `names`, default all) that it can claim, the
+    costliest first, merging the tables after each; return the names of the runs it trained.
+
+    A run held by another worker is passed over; when only such runs are left the worker waits
+    for one of their claims (wait=True): it comes free when that worker finishes the run, or
+    when it dies, and then the run is resumed here from its checkpoint.
+    runner(run) -> state trains a run in other processes (torchrun) that claim it themselves;
+    "held" means they found it claimed. Without a runner this process claims and trains.
+    deadline (time.time()): no run is started after it; the rest wait for a resume."""
+    todo = [r for r in sweep.pending() if names is None or r.name in names]
+    trained: list[str] = []
+    while todo:
+        held = []
+        for r in todo:
+            if deadline is not None and time.time() > deadline:
+                return trained
+            rd = sweep.run_dir(r)
+            if run_finished(rd) or (rd / "failed.json").exists():
+                continue
+            c = try_claim(rd / CLAIM_FILE, "train")
+            if c is None:
+                held.append(r)
+                continue
+            if runner is not None:
+                c.release()  # the runner's own processes claim the run
+                if runner(r) == "held":
+                    held.append(r)
+                    continue
+            else:
+                with c:
+                    if run_finished(rd) or (rd / "failed.json").exists():
+                        continue  # finished by another worker since we looked
+                    train_run(sweep, r, bar)
+                collect(sweep.dir, sweep.runs, sweep.prov)
+            trained.append(r.name)
+        if not wait or not held:
+            break
+        with claim(sweep.run_dir(held[0]) / CLAIM_FILE, "wait"):
+            pass
+        todo = held
+    return trained
+
+
+def collect(sweep_dir: Path, runs: list[RunSpec], prov: dict | None = None) -> tuple[list[dict], list[dict]]:
+    """Rewrite curves.csv and summary.csv from the runs' logs (atomically, one writer at a time
+    under tables.lock); return their rows."""
+    with claim(Path(sweep_dir) / TABLES_LOCK, "tables"):
+        curves: list[dict] = []
+        fields: list[str] = list(LOG_COLUMNS)
+        summary: list[dict] = []
+        for r in runs:
+            rd = sweep_dir / "runs" / r.name
+            fn, rows = read_csv_rows(rd / "log.csv")
+            for f in fn:
+                if f not in fields:
+                    fields.append(f)
+            curves.extend(rows)
+            done = rd / "done.json"
+            if done.exists():
+                s = json.loads(done.read_text())
+                s.pop("provenance", None)
+                summary.append(s)
+        if curves:
+            write_csv_rows(sweep_dir / "curves.csv", fields, curves)
+        if summary:
+            write_csv(sweep_dir / "summary.csv", summary, prov)
+    return curves, summary
+
+
+def announce_finished(sweep: Sweep, bar: Progress) -> None:
+    for r in sweep.runs:
+        if run_finished(sweep.run_dir(r)):
+            bar.skipped(r.name)
+
+
+# --------------------------------------------------------------------------------------------
+# Status
+# --------------------------------------------------------------------------------------------
+
+STATES = ("done", "early_stopped", "diverged", "failed", "running", "queued", "partial", "new")
+
+
+def run_status(sweep_dir: Path, name: str) -> dict:
+    """One run's state from its folder: done / early_stopped (done.json), diverged, failed,
+    running (its claim is held: by whom), partial (a checkpoint), new; with its last step."""
+    rd = Path(sweep_dir) / "runs" / name
+    out: dict = {"holder": None, "attempts": len(attempts(rd))}
+    if (rd / "done.json").exists():
+        s = json.loads((rd / "done.json").read_text())
+        out.update({k: s.get(k) for k in ("N", "D", "val_loss", "best_val_loss", "b_simple",
+                                          "elapsed_s", "status")})
+        out["state"] = s.get("status") or "done"
+        return out
+    if (rd / "diverged.json").exists():
+        out["state"] = "diverged"
+        return out
+    h = holder(rd / CLAIM_FILE)
+    if h is not None:
+        out.update(state="running", holder=h)
+    elif (rd / "failed.json").exists():
+        f = json.loads((rd / "failed.json").read_text())
+        out.update(state="failed", error=f.get("error"), input_error=bool(f.get("input_error")))
     else:
-        (sweep_dir / "not_run.json").unlink(missing_ok=True)
-    from .experiments import write_experiments
-    write_experiments(sweep_dir)
-    if fit:
-        notes = fit_and_plot(sweep_dir)
-        for n in notes:
-            if progress or not n.endswith(" done"):  # a failed fit or plot is always said
-                print(f"sixn scale: {n}", file=sys.stderr)
-    return sweep_dir
-
-
-def fit_and_plot(sweep_dir: Path) -> list[str]:
-    """fit_sweep (writes fits.json / fits.csv), then plot_sweep on that result; say what happened.
-    A failing fit or plot is reported, never raised: it must not lose the sweep's data."""
-    notes = []
-    try:
-        result = fit_sweep(sweep_dir)
-        notes.append("fits done")
-        notes += [f"warning: {w}" for w in result.get("warnings", [])]
-    except Exception as e:
-        return [f"fits failed: {type(e).__name__}: {e}"]
-    try:
-        plot_sweep(sweep_dir, result)
-        notes.append("plots done")
-    except Exception as e:
-        notes.append(f"plots failed: {type(e).__name__}: {e}")
-    return notes
+        out["state"] = "partial" if (rd / "ckpt.pt").exists() else "new"
+    rows = read_csv_rows(rd / "log.csv")[1]
+    out["step"] = int(rows[-1]["step"]) if rows else 0
+    return out
 
 
 def sweep_status(sweep_dir: Path) -> list[dict]:
-    """Each run of the sweep's plan (from sweep.json) with its state: done, diverged, partial, new."""
-    meta = json.loads((Path(sweep_dir) / "sweep.json").read_text())
+    """Each run of the sweep's plan (from sweep.json) with its state (run_status), and the Slurm
+    job that was last submitted for it, when there is one (slurm.json, written by scaling.launch)."""
+    sweep_dir = Path(sweep_dir)
+    meta = json.loads((sweep_dir / "sweep.json").read_text())
+    jobs_path = sweep_dir / "slurm.json"
+    jobs = json.loads(jobs_path.read_text()).get("runs", {}) if jobs_path.exists() else {}
     out = []
     for r in meta["runs"]:
-        rd = Path(sweep_dir) / "runs" / r["name"]
-        state = ("done" if (rd / "done.json").exists() else "diverged" if (rd / "diverged.json").exists()
-                 else "partial" if (rd / "ckpt.pt").exists() else "new")
-        s = json.loads((rd / "done.json").read_text()) if state == "done" else {}
-        out.append({**r, "state": state, **{k: s.get(k) for k in ("N", "D", "val_loss", "best_val_loss",
-                                                                    "b_simple", "elapsed_s", "status")}})
+        st = run_status(sweep_dir, r["name"])
+        steps = r.get("train", {}).get("steps")
+        out.append({"name": r["name"], "kind": r["kind"], "label": r.get("label", ""),
+                    "steps": steps, **st, "slurm_job": jobs.get(r["name"], {}).get("job_id")})
     return out

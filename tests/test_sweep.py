@@ -11,6 +11,7 @@ from sixn.bench.cli import main
 from sixn.bench.results import read_csv_rows, read_rows
 from sixn.model.flops import param_counts
 from sixn.scaling import experiments as ex
+from sixn.scaling import launch
 from sixn.scaling import sweep as sw
 from sixn.scaling.train import TrainConfig
 
@@ -83,7 +84,7 @@ def test_default_plans():
 def test_sweep_tables_skip_and_resume(texts, tmp_path, monkeypatch):
     out = tmp_path / "sweep"
     plan = _plan(texts)
-    d = sw.run_sweep(plan, out, "cpu", progress=False, fit=False)
+    d = launch.run_sweep(plan, out, "cpu", progress=False, fit=False)
     assert d == out
     header = _header(out / "curves.csv")
     assert all(c in header for c in CURVE_COLUMNS), set(CURVE_COLUMNS) - set(header)
@@ -114,16 +115,16 @@ def test_sweep_tables_skip_and_resume(texts, tmp_path, monkeypatch):
         return real_train(*a, **k)
     monkeypatch.setattr(sw, "train", counting_train)
     before = (out / "runs" / runs[0].name / "log.csv").read_text()
-    sw.run_sweep(plan, out, "cpu", progress=False, fit=False)
+    launch.run_sweep(plan, out, "cpu", progress=False, fit=False)
     assert calls == [runs[-1].name]          # finished runs skipped, the unfinished one resumed
     assert (out / "runs" / runs[0].name / "log.csv").read_text() == before
     assert (last / "done.json").exists()
     assert len(read_rows(out / "curves.csv")) == len(curves)
     calls.clear()
-    sw.run_sweep(plan, out, "cpu", progress=False, fit=False)
+    launch.run_sweep(plan, out, "cpu", progress=False, fit=False)
     assert calls == []
     # without the transfer corpus the runs are other runs (other names): all trained again
-    sw.run_sweep(_plan(texts, transfer=False), out, "cpu", progress=False, fit=False)
+    launch.run_sweep(_plan(texts, transfer=False), out, "cpu", progress=False, fit=False)
     assert len(calls) == 4 and not set(calls) & {r.name for r in runs}
 
 

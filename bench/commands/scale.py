@@ -10,6 +10,10 @@ examples:
   sixn scale --quick               a 1-minute ladder (used by sixn report --quick)
   sixn scale --shape --transfer    also Kaplan's shape and transfer experiments
   sixn scale --sizes 2x32 3x64 4x96 --corpus ~/text/ --bpe 2048
+  sixn scale --workers 4           four runs at once (default: every core, or every GPU)
+  sixn scale --gpus-per-run 2      each run data-parallel over 2 GPUs (torchrun, DDP)
+  sixn scale --launcher slurm --partition gpu --gpus-per-run 4 --time 120 --wait
+  sixn scale --status              each run's state, with its Slurm job id
   sixn scale --isoflop             an IsoFLOP sweep (CPU: 4 budgets over a decade, 5 sizes each)
   sixn scale --isoflop --bpe 2048 --budget-convention kaplan_6N measured
                                    two IsoFLOP designs: budgets under 6N and under measured FLOPs
@@ -27,6 +31,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from sixn.bench import argtypes
 from sixn.scaling.isoflop import BUDGET_CONVENTIONS, DEFAULT_BUDGET_CONVENTION, IsoflopDesign
@@ -76,9 +81,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=argtypes.positive_int,
                    help="CPU threads for torch (default: 1 for the small CPU models, where one "
                         "thread is as fast and is not slowed down by other processes)")
+    g = p.add_argument_group("where the runs train (scaling.launch)")
+    g.add_argument("--workers", type=argtypes.positive_int,
+                   help="runs trained at once on this machine, each in its own process pinned to "
+                        "a CPU core (one thread) or to its GPUs (default: all GPUs / K, or all cores)")
+    g.add_argument("--gpus-per-run", type=argtypes.positive_int, default=1, metavar="K",
+                   help="train each run data-parallel over K devices under torchrun (DDP; on the "
+                        "CPU K processes over gloo); default 1")
+    g.add_argument("--launcher", choices=("local", "slurm"), default="local",
+                   help="local: worker processes here (default); slurm: a job array through "
+                        "submitit, one task per run (the sweep folder must be on a filesystem "
+                        "the nodes share)")
+    g.add_argument("--partition", help="Slurm partition (default: the cluster's default)")
+    g.add_argument("--time", type=argtypes.positive_int, metavar="MIN",
+                   help="Slurm time limit per task in minutes (default 60); a task that reaches "
+                        "it is requeued and resumes from its checkpoint")
+    g.add_argument("--account", help="Slurm account to charge")
+    g.add_argument("--wait", action="store_true",
+                   help="with --launcher slurm: wait for every run, showing progress, then fit")
     p.add_argument("--no-fit", action="store_true", help="skip the fits and plots at the end")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--status", action="store_true", help="show the sweep folder's state and exit")
+    p.add_argument("--status", action="store_true",
+                   help="show each run's state (done, running, queued, failed, partial, new; "
+                        "Slurm job ids) and exit")
     p.add_argument("--time-budget", type=argtypes.positive_float, default=None, metavar="S",
                    help="start no new run after S seconds; the rest wait for a resume")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -89,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
 
     from sixn.bench.errors import CLIError
 
+    from sixn.scaling import launch
     from sixn.scaling import sweep as sw
 
     try:
@@ -103,9 +129,18 @@ def run(args: argparse.Namespace) -> int:
     if args.status:
         if not (out / "sweep.json").exists():
             raise CLIError(f"{out} holds no sweep (no sweep.json)")
-        rows = sw.sweep_status(out)
-        print(json.dumps(rows, indent=2) if args.json else _table(rows))
+        rows = _status(out)
+        print(json.dumps(rows, indent=2, default=str) if args.json else _table(rows, status=True))
         return 0
+    slurm_only = [f for f, v in (("--partition", args.partition), ("--time", args.time),
+                                 ("--account", args.account), ("--wait", args.wait)) if v]
+    if args.launcher == "local" and slurm_only:
+        raise CLIError(f"{', '.join(slurm_only)} go with --launcher slurm")
+    if args.launcher == "slurm" and args.time_budget is not None:
+        raise CLIError("--time-budget is for --launcher local; a Slurm task's limit is --time")
+    if args.launcher == "slurm" and args.workers is not None:
+        raise CLIError("--workers is for --launcher local; Slurm runs as many tasks at once as "
+                       "the partition allows")
     isoflop = None
     if args.isoflop:
         clash = [f for f, v in (("--steps", args.steps), ("--data-limited", args.data_limited),
@@ -128,14 +163,25 @@ def run(args: argparse.Namespace) -> int:
                              include_ladder=not args.no_ladder, isoflop=isoflop)
         plan.max_bytes = args.max_bytes
         check_plan_memory(plan, device)
+        cfg = launch.LaunchConfig(launcher=args.launcher, workers=args.workers,
+                                  gpus_per_run=args.gpus_per_run, partition=args.partition,
+                                  time_min=args.time or 60, account=args.account, wait=args.wait,
+                                  threads=args.threads)
     except ValueError as e:
         raise CLIError(str(e)) from None
+    progress, fit = not args.no_progress, not args.no_fit
     try:
-        deadline = None if args.time_budget is None else time.monotonic() + args.time_budget
         rounds = args.extend if isoflop is not None else 0
-        sweep_dir = sw.run_sweep(plan, out, device, quick=args.quick, progress=not args.no_progress,
-                                 deadline=deadline, fit=not args.no_fit and not rounds,
-                                 threads=args.threads)
+        if args.launcher == "slurm" and not args.wait:
+            rounds = 0  # the profiles are extended by a run of the command that waits
+
+        def launch_plan(fit_now: bool) -> Path:
+            if args.launcher == "slurm":
+                return launch.submit_slurm(plan, out, device, cfg, progress=progress, fit=fit_now)[0]
+            return launch.run_local(plan, out, device, cfg, progress=progress, fit=fit_now,
+                                    deadline=deadline)
+        deadline = None if args.time_budget is None else time.time() + args.time_budget
+        sweep_dir = launch_plan(fit and not rounds)
         for _ in range(rounds):  # fit once, after the profiles are bracketed
             extra = sw.isoflop_extensions(plan, sweep_dir)
             if not extra:
@@ -143,25 +189,53 @@ def run(args: argparse.Namespace) -> int:
             for r in extra:
                 print(f"sixn scale: {r.label}", file=sys.stderr)
             plan.runs.extend(extra)
-            sweep_dir = sw.run_sweep(plan, out, device, quick=args.quick,
-                                     progress=not args.no_progress, deadline=deadline, fit=False,
-                                     threads=args.threads)
-        if rounds and not args.no_fit:
-            for note in sw.fit_and_plot(sweep_dir):
-                if not note.endswith(" done") or not args.no_progress:
+            sweep_dir = launch_plan(False)
+        if rounds and fit:
+            for note in launch.fit_and_plot(sweep_dir):
+                if not note.endswith(" done") or progress:
                     print(f"sixn scale: {note}", file=sys.stderr)
-    except ValueError as e:
+    except (ValueError, sw.SweepBusy) as e:
         raise CLIError(str(e)) from None
-    rows = sw.sweep_status(sweep_dir)
+    rows = _status(sweep_dir)
+    submitted_only = args.launcher == "slurm" and not args.wait
     if args.json:
-        exp = json.loads((sweep_dir / "experiments.json").read_text())
+        exp_path = sweep_dir / "experiments.json"
+        exp = json.loads(exp_path.read_text()) if exp_path.exists() and not submitted_only else {}
         exp.pop("provenance", None)
         print(json.dumps({"sweep_dir": str(sweep_dir), "runs": rows,
-                          "experiments": _brief(exp)}, indent=2))
+                          "experiments": _brief(exp)}, indent=2, default=str))
     else:
         print(f"sweep: {sweep_dir}")
-        print(_table(rows))
-    return 0
+        print(_table(rows, status=submitted_only))
+    if submitted_only:
+        return 0
+    return _failures(rows, budgeted=args.time_budget is not None)
+
+
+def _status(sweep_dir: Path) -> list[dict]:
+    """sweep_status, with Slurm's view of the jobs when the sweep was submitted there."""
+    from sixn.scaling import launch
+    from sixn.scaling import sweep as sw
+    rows = sw.sweep_status(sweep_dir)
+    if (sweep_dir / "slurm.json").exists():
+        rows = launch.status_with_slurm(sweep_dir, rows)
+    return rows
+
+
+def _failures(rows: list[dict], budgeted: bool = False) -> int:
+    """One line per run that failed or was left unfinished (not counting those a --time-budget
+    left for later: not_run.json lists them); the exit status (2: bad input)."""
+    failed = [r for r in rows if r["state"] == "failed"]
+    left = [r for r in rows if r["state"] in ("running", "queued")
+            or (r["state"] in ("partial", "new") and not budgeted)]
+    for r in failed:
+        print(f"sixn scale: run {r['name']} failed: {r.get('error')}", file=sys.stderr)
+    if left:
+        print(f"sixn scale: {len(left)} run(s) not finished ({', '.join(r['name'] for r in left)}); "
+              f"rerun the command to resume them", file=sys.stderr)
+    if failed:
+        return 2 if all(r.get("input_error") for r in failed) else 1
+    return 1 if left else 0
 
 
 def check_plan_memory(plan, device: str) -> None:
@@ -186,15 +260,23 @@ def _brief(exp: dict) -> dict:
             "shape_spread": sh.get("spread"), "shape_adjusted_spread": sh.get("adjusted_spread")}
 
 
-def _table(rows: list[dict]) -> str:
+def _table(rows: list[dict], status: bool = False) -> str:
     def f(v, fmt):
-        return "-" if v is None else format(v, fmt)
-    lines = [f"{'run':<34} {'state':<13} {'N':>9} {'tokens':>9} {'val':>7} {'best':>7} {'B_simple':>9} {'s':>6}"]
+        return format(v, fmt) if v is not None else "-".rjust(int(fmt.split(".")[0]))
+    head = f"{'run':<34} {'state':<13} {'N':>9} {'tokens':>9} {'val':>7} {'best':>7} {'B_simple':>9} {'s':>6}"
+    if status:
+        head += f" {'step':>11}  {'Slurm job':<12} who"
+    lines = [head]
     for r in rows:
-        state = r.get("status") or r["state"]  # done / early_stopped, or diverged / partial / new
-        lines.append(f"{r['name']:<34} {state:<13} {f(r.get('N'), '9.3g')} {f(r.get('D'), '9.3g')} "
-                     f"{f(r.get('val_loss'), '7.4f')} {f(r.get('best_val_loss'), '7.4f')} "
-                     f"{f(r.get('b_simple'), '9.3g')} {f(r.get('elapsed_s'), '6.0f')}")
+        line = (f"{r['name']:<34} {r['state']:<13} {f(r.get('N'), '9.3g')} {f(r.get('D'), '9.3g')} "
+                f"{f(r.get('val_loss'), '7.4f')} {f(r.get('best_val_loss'), '7.4f')} "
+                f"{f(r.get('b_simple'), '9.3g')} {f(r.get('elapsed_s'), '6.0f')}")
+        if status:
+            step = f"{r.get('step', '-')}/{r.get('steps') or '-'}" if "step" in r else "-"
+            h = r.get("holder") or {}
+            who = f"pid {h.get('pid')}@{h.get('host')}" if h else ""
+            line += f" {step:>11}  {r.get('slurm_job') or '-':<12} {who}"
+        lines.append(line)
     return "\n".join(lines)
 
 

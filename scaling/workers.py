@@ -1,0 +1,165 @@
+"""The processes that train a sweep's runs: local workers, the ranks of a data-parallel run under
+torchrun, and Slurm array tasks. Each reads the sweep folder (scaling.sweep.load_sweep), claims a
+run and trains or resumes it; none of them fits or plots (scaling.launch does, once).
+
+  python -m sixn.scaling.workers worker SWEEP_DIR [--cpus 0] [--gpus-per-run K] [--threads 1]
+  python -m torch.distributed.run --standalone --nproc_per_node K \\
+      -m sixn.scaling.workers rank SWEEP_DIR RUN
+
+A local worker pins itself to the CPU cores it is given and runs one torch thread per process
+(its GPUs come from CUDA_VISIBLE_DEVICES, set by the launcher). With K > 1 it starts each run
+under torchrun; rank 0 claims the run, so the claim lives exactly as long as the processes that
+train it, and scaling.train.World splits the global batch over the ranks (NCCL on GPUs, gloo on
+the CPU, one core per rank).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import submitit
+import torch
+
+from . import sweep as sw
+from .claims import CLAIM_FILE, try_claim
+from .train import World
+
+HELD_EXIT = 3   # a torchrun run found its run claimed by another worker
+
+
+def usable_cpus() -> list[int]:
+    """The CPU cores this process may run on (its affinity mask)."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return list(range(os.cpu_count() or 1))
+
+
+def pin(cpus: list[int] | set[int]) -> None:
+    """Run this process on `cpus` only (where the OS allows it)."""
+    if cpus:
+        try:
+            os.sched_setaffinity(0, set(cpus))
+        except (AttributeError, OSError):
+            pass
+
+
+def worker_main(sweep_dir: str, cpus: list[int], gpus_per_run: int, threads: int,
+                deadline: float | None = None) -> int:
+    """One local worker: pinned to `cpus`, trains runs until none is left (sweep.work) or the
+    deadline (time.time()) has passed."""
+    pin(cpus)
+    torch.set_num_threads(threads)
+    sweep = sw.load_sweep(sweep_dir)
+    def under_torchrun(r: sw.RunSpec) -> str:
+        return run_torchrun(sweep.dir, r.name, gpus_per_run, cpus, threads)
+    sw.work(sweep, runner=under_torchrun if gpus_per_run > 1 else None, deadline=deadline)
+    return 0
+
+
+def run_torchrun(sweep_dir: Path, name: str, nproc: int, cpus: list[int], threads: int = 1) -> str:
+    """Train one run with `nproc` processes under torchrun on this node; its state afterwards, or
+    "held" when rank 0 found the run claimed by another worker."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={nproc}", "-m", "sixn.scaling.workers", "rank", str(sweep_dir), name]
+    env = dict(os.environ)
+    env["OMP_NUM_THREADS"] = str(threads)
+    env["SIXN_RANK_CPUS"] = ",".join(map(str, cpus))
+    rc = subprocess.run(cmd, env=env).returncode
+    if rc == HELD_EXIT:
+        return "held"
+    return sw.run_status(Path(sweep_dir), name)["state"] if rc == 0 else "failed"
+
+
+def rank_main(sweep_dir: str, name: str) -> int:
+    """One rank of a data-parallel run (under torchrun): rank 0 claims the run, every rank trains
+    its shard of the global batch, rank 0 writes the files and merges the tables."""
+    import torch.distributed as dist
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available()
+    cpus = [int(c) for c in os.environ.get("SIXN_RANK_CPUS", "").split(",") if c]
+    if cpus:
+        pin({cpus[local % len(cpus)]})
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    if cuda:
+        torch.cuda.set_device(local)
+    dist.init_process_group("nccl" if cuda else "gloo")
+    try:
+        world = World.current()
+        sweep = sw.load_sweep(sweep_dir)
+        run = next((r for r in sweep.runs if r.name == name), None)
+        if run is None:
+            raise ValueError(f"{sweep_dir}/sweep.json has no run {name}: the plan changed")
+        c = try_claim(sweep.run_dir(run) / CLAIM_FILE, "train") if world.is_main else None
+        ok = torch.tensor([int(c is not None and not sw.run_finished(sweep.run_dir(run)))],
+                          device=torch.device("cuda", local) if cuda else "cpu")
+        dist.broadcast(ok, 0)
+        if not int(ok):
+            return HELD_EXIT
+        try:
+            state = sw.train_run(sweep, run, world=world)
+        finally:
+            if c is not None:
+                c.release()
+        if world.is_main:
+            sw.collect(sweep.dir, sweep.runs, sweep.prov)
+        return 0 if state != "failed" else 1
+    finally:
+        dist.destroy_process_group()
+
+
+class SlurmTask(submitit.helpers.Checkpointable):
+    """What one Slurm array task runs: one run of the sweep, resumed from its checkpoint. Being
+    Checkpointable, submitit requeues it (same arguments) when it is preempted or timed out."""
+
+    def __call__(self, sweep_dir: str, name: str, gpus_per_run: int = 1, threads: int = 1) -> str:
+        sd = Path(sweep_dir)
+        if not (sd / "sweep.json").exists():
+            raise RuntimeError(f"node {os.uname().nodename} cannot see {sd}/sweep.json: the sweep "
+                               f"folder must be on a filesystem that every node shares")
+        if gpus_per_run > 1:
+            return run_torchrun(sd, name, gpus_per_run, usable_cpus(), threads)
+        torch.set_num_threads(threads)
+        sweep = sw.load_sweep(sd)
+        sw.work(sweep, names=[name])
+        return sw.run_status(sd, name)["state"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m sixn.scaling.workers",
+                                description="worker processes of `sixn scale` (started by it)")
+    sub = p.add_subparsers(dest="what", required=True)
+    w = sub.add_parser("worker", help="train the sweep's runs, one after another, beside the others")
+    w.add_argument("sweep_dir")
+    w.add_argument("--cpus", default="", help="comma-separated CPU cores to run on")
+    w.add_argument("--gpus-per-run", type=int, default=1)
+    w.add_argument("--threads", type=int, default=1)
+    w.add_argument("--deadline", type=float, default=None, help="start no run after this time.time()")
+    r = sub.add_parser("rank", help="one rank of a data-parallel run (under torchrun)")
+    r.add_argument("sweep_dir")
+    r.add_argument("run")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a terminated worker ends cleanly
+    try:
+        if args.what == "worker":
+            cpus = [int(c) for c in args.cpus.split(",") if c]
+            return worker_main(args.sweep_dir, cpus, args.gpus_per_run, args.threads, args.deadline)
+        return rank_main(args.sweep_dir, args.run)
+    except KeyboardInterrupt:
+        return 130
+    except ValueError as e:
+        print(f"sixn scale: worker error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

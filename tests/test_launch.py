@@ -1,0 +1,227 @@
+"""Sweeps beyond one process: claims, `--workers N`, a worker killed mid-run, two commands on one
+folder, data-parallel runs under torchrun (gloo), and the Slurm launcher's errors. The real Slurm
+path is tests/test_slurm.py."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from sixn.bench.cli import main
+from sixn.bench.results import read_csv_rows
+from sixn.scaling import claims
+from sixn.scaling import sweep as sw
+from sixn.scaling.train import load_checkpoint
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def texts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("texts")
+    code = "".join(f"def g{i}(a, b):\n    return a * {i} - b // {i % 5 + 1}\n\n" for i in range(300))
+    (root / "m.py").write_text(code)
+    return root
+
+
+def _args(texts, out, *extra, sizes=("2x16", "2x24", "2x32"), steps=30):
+    return ["scale", "--quick", "--sizes", *sizes, "--steps", str(steps), "--corpus", str(texts),
+            "--out", str(out), "--no-fit", "--no-progress", *extra]
+
+
+def _final_losses(out: Path) -> dict[str, float]:
+    return {r["name"]: r["val_loss"] for r in sw.sweep_status(out)}
+
+
+def _curves(out: Path) -> dict[tuple[str, int], float]:
+    rows = read_csv_rows(out / "curves.csv")[1]
+    keys = [(r["run"], int(r["step"])) for r in rows]
+    assert len(keys) == len(set(keys)), "a run's evaluation appears twice in curves.csv"
+    return {(r["run"], int(r["step"])): float(r["val_loss"]) for r in rows}
+
+
+def _cli(*argv) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "sixn.bench.cli", *argv],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(cond, timeout=120, what="condition"):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+# --------------------------------------------------------------------------------------------
+# Claims
+# --------------------------------------------------------------------------------------------
+
+def test_claims_conflict_and_die_with_their_holder(tmp_path):
+    lock = tmp_path / "run" / "claim.lock"
+    a = claims.try_claim(lock, "train")
+    assert a is not None and claims.try_claim(lock) is None   # per open file: even in one process
+    h = claims.holder(lock)
+    assert h["pid"] == os.getpid() and h["role"] == "train"
+    a.release()
+    assert claims.holder(lock) is None and claims.claim(lock, timeout=0.1) is not None
+    # a holder that is SIGKILLed lets go at once: no stale claim
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from sixn.scaling import claims
+        c = claims.try_claim({str(tmp_path / 'other.lock')!r}, "train")
+        print("held", flush=True)
+        time.sleep(60)
+    """)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    assert claims.try_claim(tmp_path / "other.lock") is None
+    assert claims.holder(tmp_path / "other.lock")["pid"] == holder.pid
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(timeout=30)
+    assert claims.claim(tmp_path / "other.lock", timeout=5) is not None
+
+
+# --------------------------------------------------------------------------------------------
+# Local workers
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_two_workers_give_the_same_runs_as_one(texts, tmp_path, capsys):
+    assert main(_args(texts, tmp_path / "one", "--workers", "1")) == 0
+    assert main(_args(texts, tmp_path / "two", "--workers", "2")) == 0
+    one, two = _final_losses(tmp_path / "one"), _final_losses(tmp_path / "two")
+    assert set(one) == set(two) and len(one) == 3
+    for name in one:
+        assert abs(one[name] - two[name]) <= 1e-6, name
+    c1, c2 = _curves(tmp_path / "one"), _curves(tmp_path / "two")
+    assert c1.keys() == c2.keys()
+    assert all(abs(c1[k] - c2[k]) <= 1e-6 for k in c1)
+    # trained by worker processes, not by this one
+    for name in two:
+        (att,) = sw.attempts(tmp_path / "two" / "runs" / name)
+        assert att["pid"] != os.getpid() and att["logged_step"] == 0
+    assert all(att["pid"] == os.getpid() for n in one for att in sw.attempts(tmp_path / "one" / "runs" / n))
+
+
+@pytest.mark.slow
+def test_killed_worker_and_a_second_command(texts, tmp_path, capsys):
+    """SIGKILL one of two workers mid-run: its run is taken over from the last checkpoint (at most
+    one evaluation interval lost), no table is corrupt, no run is trained twice; a second command
+    on the same folder meanwhile exits 2 saying who holds it."""
+    out = tmp_path / "sweep"
+    argv = _args(texts, out, "--workers", "2", sizes=("2x16", "2x32"), steps=180)
+    first = _cli(*argv)
+    sweep_lock = out / claims.SWEEP_LOCK
+
+    def mid_run():
+        for rd in (out / "runs").glob("*"):
+            rows = read_csv_rows(rd / "log.csv")[1] if (rd / "log.csv").exists() else []
+            h = claims.holder(rd / claims.CLAIM_FILE)
+            if rows and h and h.get("pid") and not (rd / "done.json").exists() \
+                    and int(rows[-1]["step"]) <= 120:
+                return rd, h["pid"]
+        return None
+    _wait_for(lambda: claims.holder(sweep_lock), what="the sweep lock")
+    # a second command on the folder: refused with one line naming the holder
+    assert main(_args(texts, out, "--workers", "2", sizes=("2x16", "2x32"), steps=180)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is being run by pid" in err[0] and str(first.pid) in err[0], err
+    run_dir, pid = _wait_for(mid_run, what="a run mid-way")
+    os.kill(pid, signal.SIGSTOP)    # frozen, still holding its claim: its files stay as they are
+    # the checkpoint is that of the last logged row, or of the one before when the kill comes
+    # between a row and its checkpoint (that row is dropped on resume): at most one interval lost
+    ckpt = run_dir / "ckpt.pt"
+    ck = load_checkpoint(ckpt)["step"] if ckpt.exists() else 0
+    logged = int(read_csv_rows(run_dir / "log.csv")[1][-1]["step"])
+    interval = 180 // 6
+    assert ck in (logged, logged - interval)
+    os.kill(pid, signal.SIGKILL)
+    _, stderr = first.communicate(timeout=600)
+    # the surviving worker took the killed run over; the command says a worker died
+    assert "ended abnormally" in stderr
+    assert first.returncode == 0, stderr
+    assert main(_args(texts, out, "--workers", "2", sizes=("2x16", "2x32"), steps=180)) == 0
+    att = sw.attempts(run_dir)
+    assert [a["pid"] for a in att][0] == pid and len(att) == 2 and att[1]["logged_step"] == logged
+    others = [rd for rd in (out / "runs").glob("*") if rd != run_dir]
+    assert [len(sw.attempts(rd)) for rd in others] == [1]
+    # the same results as one uninterrupted worker
+    assert main(_args(texts, tmp_path / "ref", "--workers", "1", sizes=("2x16", "2x32"), steps=180)) == 0
+    ref, got = _curves(tmp_path / "ref"), _curves(out)
+    assert ref.keys() == got.keys() and all(abs(ref[k] - got[k]) <= 1e-6 for k in ref)
+    summary = read_csv_rows(out / "summary.csv")[1]
+    assert len(summary) == 2 and len({r["run"] for r in summary}) == 2
+
+
+# --------------------------------------------------------------------------------------------
+# Data-parallel runs (torchrun, gloo)
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_gpus_per_run_two_gloo_processes_match_one(texts, tmp_path, capsys):
+    assert main(_args(texts, tmp_path / "one", "--workers", "1", sizes=("2x32",), steps=30)) == 0
+    assert main(_args(texts, tmp_path / "ddp", "--workers", "1", "--gpus-per-run", "2",
+                      sizes=("2x32",), steps=30)) == 0
+    one = read_csv_rows(next((tmp_path / "one" / "runs").glob("*")) / "log.csv")[1]
+    run_dir = next((tmp_path / "ddp" / "runs").glob("*"))
+    ddp = read_csv_rows(run_dir / "log.csv")[1]
+    assert [r["step"] for r in one] == [r["step"] for r in ddp]
+    for a, b in zip(one, ddp):
+        # compute is counted once per step for the whole world: the single-process figures
+        for k in ("tokens", "C_kaplan_6N", "C_full_model", "C_measured", "batch_size"):
+            assert a[k] == b[k], k
+        # the same global batches and updates, up to the order of the gradient sums
+        assert float(b["val_loss"]) == pytest.approx(float(a["val_loss"]), rel=1e-4)
+        assert float(b["train_loss"]) == pytest.approx(float(a["train_loss"]), rel=1e-4)
+        if a["b_simple"]:
+            assert float(b["b_simple"]) == pytest.approx(float(a["b_simple"]), rel=1e-2)
+    (att,) = sw.attempts(run_dir)
+    assert att["processes"] == 2 and att["pid"] != os.getpid()
+
+
+# --------------------------------------------------------------------------------------------
+# Slurm launcher: errors without a cluster
+# --------------------------------------------------------------------------------------------
+
+def _fake_slurm(bin_dir: Path) -> None:
+    """sinfo / squeue / sbatch stand-ins for a cluster whose one partition is `debug`."""
+    bin_dir.mkdir()
+    for tool, body in (("sinfo", 'echo "debug* 1"'), ("squeue", "true"),
+                       ("sbatch", 'echo "sbatch: error: not expected" >&2; exit 1')):
+        (bin_dir / tool).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / tool).chmod(0o755)
+
+
+def test_slurm_launcher_errors(texts, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert main(_args(texts, tmp_path / "s", "--launcher", "slurm")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs Slurm's commands" in err[0] and "sbatch" in err[0], err
+    _fake_slurm(tmp_path / "bin")
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    assert main(_args(texts, tmp_path / "s", "--launcher", "slurm", "--partition", "gpu")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--partition gpu: no such partition" in err[0] \
+        and "debug (default)" in err[0], err
+    assert not (tmp_path / "s" / "runs").exists()        # nothing was trained or submitted
+    assert main(_args(texts, tmp_path / "s", "--partition", "debug")) == 2
+    assert "go with --launcher slurm" in capsys.readouterr().err
+    assert main(_args(texts, tmp_path / "s", "--launcher", "slurm", "--workers", "2")) == 2
+    assert "--workers is for --launcher local" in capsys.readouterr().err
+
+
+def test_time_budget_leaves_runs_for_a_resume(texts, tmp_path, capsys):
+    out = tmp_path / "b"
+    assert main(_args(texts, out, "--workers", "2", "--time-budget", "0.001")) == 0
+    assert "time budget spent" in capsys.readouterr().err
+    not_run = json.loads((out / "not_run.json").read_text())["runs"]
+    assert sorted(not_run) == sorted(r["name"] for r in sw.sweep_status(out))
+    assert all(r["state"] == "new" for r in sw.sweep_status(out))

@@ -31,6 +31,7 @@ import ast
 import glob as _glob
 import hashlib
 import os
+import sys
 import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -275,6 +276,35 @@ def _encode_all(tok, texts: list[bytes]) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint16)
 
 
+TEXT_SAMPLE = 1 << 16        # bytes of each file looked at by non_text_fraction
+MAX_NON_TEXT = 0.02          # above this share of control bytes a corpus file gets a warning
+_CONTROL = np.ones(256, dtype=bool)
+_CONTROL[32:127] = False     # printable ASCII
+_CONTROL[128:] = False       # UTF-8 and 8-bit encodings (latin-1, koi8-r, ...) are text
+_CONTROL[list(b"\t\n\v\f\r\b\x1b")] = False
+
+
+def non_text_fraction(data: bytes) -> float:
+    """The share of control bytes (NUL and the other C0 controls but tab, newline, vertical tab,
+    form feed, carriage return, backspace and escape; DEL) in the first TEXT_SAMPLE bytes of
+    `data`: 0 for source code and prose in any script and 8-bit encoding, about 0.1 for random or
+    compressed bytes, more for executables and UTF-16."""
+    sample = np.frombuffer(data[:TEXT_SAMPLE], dtype=np.uint8)
+    return float(_CONTROL[sample].mean()) if sample.size else 0.0
+
+
+def warn_non_text(files_and_fractions: list[tuple[Path, float]]) -> None:
+    """One warning line on stderr naming the corpus files that do not look like text."""
+    bad = [(f, x) for f, x in files_and_fractions if x > MAX_NON_TEXT]
+    if not bad:
+        return
+    shown = ", ".join(f"{f} ({x:.0%})" for f, x in bad[:3]) + (
+        f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+    print(f"warning: {len(bad)} corpus file(s) do not look like text (share of control bytes, "
+          f"binary data?): {shown}; a model is trained on them anyway, but its losses and fits are "
+          f"not those of text", file=sys.stderr, flush=True)
+
+
 def load_text_files(files: list[Path], tokenizer="byte", val_fraction: float = DEFAULT_VAL_FRACTION,
                     description: str | None = None, max_bytes: int | None = None) -> Corpus:
     """Read, split (tail of each file) and tokenize text files into a Corpus.
@@ -287,6 +317,7 @@ def load_text_files(files: list[Path], tokenizer="byte", val_fraction: float = D
         raise ValueError("no corpus files given")
     train_texts, val_texts, used = [], [], []
     total = 0
+    texty: list[tuple[Path, float]] = []
     for f in files:
         data = f.read_bytes()
         if not data:
@@ -295,12 +326,14 @@ def load_text_files(files: list[Path], tokenizer="byte", val_fraction: float = D
             break
         total += len(data)
         used.append(f)
+        texty.append((f, non_text_fraction(data)))
         tr, va = split_text(data, val_fraction)
         train_texts.append(tr)
         if va:
             val_texts.append(va)
     if not used:
         raise ValueError(f"the corpus files are all empty ({len(files)} files)")
+    warn_non_text(texty)
     tok = _make_tokenizer(tokenizer, train_texts)
     train = _encode_all(tok, train_texts)
     val = _encode_all(tok, val_texts)

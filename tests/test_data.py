@@ -160,3 +160,20 @@ def test_bpe(tmp_path):
     np.testing.assert_array_equal(again.train, c.train)
     with pytest.raises(ValueError, match="257, 65535"):
         data.load_corpus(tmp_path / "corpus", tokenizer=100)
+
+
+def test_non_text_corpus_gets_a_warning(tmp_path, capsys):
+    from sixn.scaling.data import MAX_NON_TEXT, non_text_fraction
+    rnd = tmp_path / "random.txt"
+    rnd.write_bytes(np.random.default_rng(0).integers(0, 256, 200_000, dtype=np.uint8).tobytes())
+    text = tmp_path / "prose.txt"
+    text.write_text("Ein Satz auf Deutsch, une phrase en français, 日本語の文。\n" * 2000)
+    assert non_text_fraction(rnd.read_bytes()) > 0.05
+    assert non_text_fraction(text.read_bytes()) == 0.0
+    assert non_text_fraction("Привет, мир!\n".encode("koi8-r") * 100) == 0.0   # 8-bit text
+    data.load_corpus([text])
+    assert "warning" not in capsys.readouterr().err
+    data.load_corpus([rnd, text])
+    err = capsys.readouterr().err
+    assert err.startswith("warning: 1 corpus file(s) do not look like text") and str(rnd) in err
+    assert non_text_fraction(b"\x00" * 100) == 1.0 > MAX_NON_TEXT

@@ -84,6 +84,9 @@ NCU_GRID: tuple[tuple[int, int, int, int], ...] = (
     (2, 256, 256, 2048),     # 1
     (2, 128, 128, 50257),    # 1, head-dominated
 )
+# The largest shapes of INTERPRETER_GRID: beyond them an interpreter count takes minutes.
+INTERPRETER_MAX_CTX = 256
+INTERPRETER_MAX_D = 64
 GRIDS = {"default": DEFAULT_GRID, "interpreter": INTERPRETER_GRID, "quick": QUICK_GRID,
          "ncu": NCU_GRID}
 KAPLAN_RATIO = 1 / 12  # Kaplan: the context term is negligible where d_model > n_ctx / 12
@@ -214,6 +217,14 @@ def run_validate(grid=None, counter: str = "dispatch", device: str | None = None
         raise ValueError("the validation grid is empty")
     if counter == "ncu":
         counters.ncu.check_environment()
+    if counter == "interpreter" and progress:
+        big = [c for c in shapes if c.n_ctx > INTERPRETER_MAX_CTX or c.d_model > INTERPRETER_MAX_D]
+        if big:
+            print(f"warning: the interpreter counter runs every block product in NumPy: "
+                  f"{len(big)} of the {len(shapes)} shapes (n_ctx up to "
+                  f"{max(c.n_ctx for c in big)}, d_model up to {max(c.d_model for c in big)}) take "
+                  f"minutes or more each; --grid interpreter is sized for it. Progress is shown "
+                  f"while each shape is counted.", file=sys.stderr, flush=True)
     run_device = device or counters.default_device(counter, backend)
     out = (Path(out_dir) if out_dir is not None else
            results_root() / "validate" / device_slug("cpu" if run_device == "meta" else run_device))

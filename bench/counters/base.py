@@ -28,6 +28,9 @@ back to an analytic number.
 
 from __future__ import annotations
 
+import sys
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,6 +114,75 @@ def build_step(cfg: GPTConfig, batch: int, seq_len: int, device: str, dtype: tor
         _, loss = model(idx, idx)
         loss.backward()
     return model, step
+
+
+class StepProgress:
+    """A heartbeat on stderr while one counted step runs long (a model of thousands of layers on
+    the meta device, the Triton interpreter on a large shape): after `first_s` seconds and then
+    every `every_s`, one line with the phase (building the model, forward block i of L, backward
+    block i of L) and the time so far; nothing for a count that ends sooner. Blocks are followed
+    by forward hooks and by hooks on their outputs' gradients, which add no operation to the step
+    (the counts are unchanged)."""
+
+    def __init__(self, what: str, n_layer: int, stream=None, first_s: float = 5.0,
+                 every_s: float = 15.0):
+        self.what, self.n_layer = what, n_layer
+        self.stream = stream or sys.stderr
+        self.first_s, self.every_s = first_s, every_s
+        self.phase = "building the model"
+        self.fwd = self.bwd = 0
+        self.printed = 0
+        self._stop = threading.Event()
+        self._hooks: list = []
+
+    def __enter__(self) -> "StepProgress":
+        self.t0 = time.monotonic()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        for h in self._hooks:
+            h.remove()
+        if self.printed and exc[0] is None:
+            self._say(f"done in {time.monotonic() - self.t0:.0f} s")
+
+    def watch(self, model: torch.nn.Module) -> None:
+        """Follow the forward and backward of model.blocks (when it has them)."""
+        self.phase = "forward"
+        for block in getattr(model, "blocks", []):
+            self._hooks.append(block.register_forward_hook(self._forward_done))
+
+    def _forward_done(self, module, args, out) -> None:
+        self.fwd += 1
+        t = out[0] if isinstance(out, tuple) else out
+        if isinstance(t, torch.Tensor) and t.requires_grad:
+            t.register_hook(self._backward_done)
+
+    def _backward_done(self, grad):
+        self.bwd += 1
+        return None
+
+    def status(self) -> str:
+        if self.phase != "forward":
+            return self.phase
+        if self.bwd:
+            return f"backward, block {self.bwd} of {self.n_layer}"
+        if self.fwd < self.n_layer:
+            return f"forward, block {self.fwd + 1} of {self.n_layer}"
+        return "head, loss and the start of the backward"
+
+    def _say(self, msg: str) -> None:
+        print(f"  [{self.what}] {msg}", file=self.stream, flush=True)
+        self.printed += 1
+
+    def _beat(self) -> None:
+        wait = self.first_s
+        while not self._stop.wait(wait):
+            self._say(f"still counting: {self.status()} ({time.monotonic() - self.t0:.0f} s so far)")
+            wait = self.every_s
 
 
 def group_of_module(fqn: str) -> str:

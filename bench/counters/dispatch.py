@@ -13,7 +13,7 @@ from torch.utils.flop_counter import register_flop_formula
 
 from sixn.model.config import GPTConfig
 
-from .base import CounterError, StepCount, attribute, build_step, dtype_name
+from .base import CounterError, StepCount, StepProgress, attribute, build_step, dtype_name
 
 
 def grouped_mm_flops(a_shape, b_shape, offs=None) -> int:
@@ -60,9 +60,11 @@ def count_dispatch(cfg: GPTConfig, batch: int, seq_len: int, device: str, dtype:
                            "groups (FlopCounterMode's module tracking loses the blocks re-run in "
                            "backward); count recompute='selective' or 'none', or use "
                            "FlopCounterMode's total directly")
-    model, step = build_step(cfg, batch, seq_len, device, dtype)
-    with FlopCounterMode(display=False) as fc:
-        step()
+    with StepProgress(f"dispatch counter, {cfg.name}", cfg.n_layer) as progress:
+        model, step = build_step(cfg, batch, seq_len, device, dtype)
+        progress.watch(model)
+        with FlopCounterMode(display=False) as fc:
+            step()
     counts = fc.get_flop_counts()
     by_group, by_kernel = attribute(counts)
     total = int(fc.get_total_flops())

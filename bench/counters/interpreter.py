@@ -13,7 +13,8 @@ from sixn.model.config import GPTConfig
 
 from sixn.kernels.runtime import interpreting
 
-from .base import CounterError, StepCount, _is_sixn_op, attribute, build_step, dtype_name, group_of_module
+from .base import (CounterError, StepCount, StepProgress, _is_sixn_op, attribute, build_step,
+                   dtype_name, group_of_module)
 
 # ------------------------------------------------------------------------------------------------
 # interpreter
@@ -124,7 +125,6 @@ def _interpreter_hooks(tally: _DotTally):
 
 
 def count_interpreter(cfg: GPTConfig, batch: int, seq_len: int, dtype: torch.dtype) -> StepCount:
-    from torch.utils.flop_counter import FlopCounterMode
     if cfg.backend == "triton":
         if not interpreting():
             raise CounterError("the interpreter counter runs the Triton kernels in the interpreter, "
@@ -132,7 +132,15 @@ def count_interpreter(cfg: GPTConfig, batch: int, seq_len: int, dtype: torch.dty
                                "(sixn sets it when no CUDA device is visible; here it was not set in "
                                "time). Start the process with it, e.g. CUDA_VISIBLE_DEVICES= "
                                "TRITON_INTERPRET=1 sixn flops --measure interpreter ...")
-    model, step = build_step(cfg, batch, seq_len, "cpu", dtype)
+    with StepProgress(f"interpreter counter, {cfg.name}", cfg.n_layer) as progress:
+        model, step = build_step(cfg, batch, seq_len, "cpu", dtype)
+        progress.watch(model)
+        return _count(cfg, batch, seq_len, dtype, model, step)
+
+
+def _count(cfg: GPTConfig, batch: int, seq_len: int, dtype: torch.dtype, model, step) -> StepCount:
+    """One step of `model` under FlopCounterMode with the interpreter's tl.dot tally."""
+    from torch.utils.flop_counter import FlopCounterMode
     fc = FlopCounterMode(display=False)
 
     def innermost_module() -> str:

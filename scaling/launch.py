@@ -42,8 +42,10 @@ from pathlib import Path
 import submitit
 import torch
 
-from sixn.bench.results import read_csv_rows, write_json
+from sixn.bench.errors import CorruptFile
+from sixn.bench.results import write_json
 
+from . import runstate
 from . import sweep as sw
 from .experiments import write_experiments
 from .plots import plot_sweep
@@ -70,6 +72,7 @@ class LaunchConfig:
     account: str | None = None        # slurm
     wait: bool = False                # slurm: wait for the array, following its progress
     threads: int | None = None        # torch CPU threads per process (default 1)
+    repair: bool = False              # set damaged runs' files aside and train them again
 
     def __post_init__(self) -> None:
         if self.launcher not in ("local", "slurm"):
@@ -130,7 +133,11 @@ def finish_sweep(sweep: sw.Sweep, fit: bool = True, progress: bool = True,
     else:
         (sweep.dir / "not_run.json").unlink(missing_ok=True)
     write_experiments(sweep.dir)
-    if fit:
+    done = [r for r in sweep.runs if (sweep.run_dir(r) / "done.json").exists()]
+    if fit and not done:
+        print("sixn scale: no run of the sweep finished, so there is nothing to fit",
+              file=sys.stderr)
+    elif fit:
         for n in fit_and_plot(sweep.dir):
             if progress or not n.endswith(" done"):  # a failed fit or plot is always said
                 print(f"sixn scale: {n}", file=sys.stderr)
@@ -153,7 +160,8 @@ def cpu_threads(device: str, threads: int | None):
 
 def run_sweep(plan: sw.SweepPlan | str | None = None, out_dir: str | Path | None = None,
               device: str | None = None, quick: bool = False, progress: bool = True,
-              fit: bool = True, threads: int | None = None, deadline: float | None = None) -> Path:
+              fit: bool = True, threads: int | None = None, deadline: float | None = None,
+              repair: bool = False) -> Path:
     """Run (or resume) every run of `plan` in this process, one after another, and write
     curves.csv, summary.csv, experiments.json, then the fits and plots (scaling.sweep_fits,
     scaling.plots). Returns the folder. (run_local runs the same work in parallel.)
@@ -163,7 +171,7 @@ def run_sweep(plan: sw.SweepPlan | str | None = None, out_dir: str | Path | None
     deadline (time.time()): runs not started by then are left for a resume and listed in
     not_run.json; the fits use the runs that finished."""
     dev = sw._device(device)
-    sweep = sw.prepare_sweep(plan, out_dir, dev, quick)
+    sweep = sw.prepare_sweep(plan, out_dir, dev, quick, repair=repair)
     try:
         _work_here(sweep, progress, threads, deadline)
         finish_sweep(sweep, fit, progress, deadline)
@@ -212,7 +220,7 @@ def run_local(plan, out_dir, device: str, cfg: LaunchConfig, progress: bool = Tr
     tables, experiments, fits and plots. When one process is enough (one worker, or at most one
     unfinished run, and one device per run) the runs train in this process (as run_sweep)."""
     slots = device_slots(device, cfg.workers, cfg.gpus_per_run)
-    sweep = sw.prepare_sweep(plan, out_dir, device)
+    sweep = sw.prepare_sweep(plan, out_dir, device, repair=cfg.repair)
     try:
         pending = sweep.pending()
         slots = slots[:len(pending)] if deadline is None or time.time() < deadline else []
@@ -292,7 +300,10 @@ def follow(sweep: sw.Sweep, bar: sw.Progress, ended, poll_s: float = 1.0) -> Non
                 continue
             if seen.get(r.name, (None,))[0] == mtime:
                 continue
-            rows = read_csv_rows(log)[1]
+            try:   # a worker may be appending: a torn last line is left out
+                rows = runstate.read_log(log, say=lambda m: None)[1]
+            except CorruptFile:
+                continue   # the run's worker reports it
             step = int(rows[-1]["step"]) if rows else 0
             if step != seen.get(r.name, (None, 0))[1] and rows:
                 bar.update(r.name, step, r.train.total_steps, rows[-1])
@@ -381,7 +392,7 @@ def submit_slurm(plan, out_dir, device: str, cfg: LaunchConfig, progress: bool =
     tables and fit (as run_local does); without, the command returns at once, and fits when it
     is run again with nothing left to train."""
     partition, nodes = check_partition(cfg.partition)
-    sweep = sw.prepare_sweep(plan, out_dir, device)
+    sweep = sw.prepare_sweep(plan, out_dir, device, repair=cfg.repair)
     try:
         kind, mnt = filesystem_type(sweep.dir)
         if kind in LOCAL_FILESYSTEMS and nodes > 1:

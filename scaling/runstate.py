@@ -282,6 +282,25 @@ def finished_state(run_dir: str | Path, eval_interval: int, total_steps: int) ->
     return None
 
 
+def check_run(run_dir: str | Path, eval_interval: int, total_steps: int) -> str:
+    """Read every file of a run folder back and check it (CorruptFile on damage); the run's
+    state: 'done', 'diverged', 'partial' (a checkpoint to resume from) or 'new'."""
+    run_dir = Path(run_dir)
+    state = finished_state(run_dir, eval_interval, total_steps)
+    if state is not None:
+        return state
+    if (run_dir / "config.json").exists():
+        read_config(run_dir / "config.json")
+    _, rows = read_log(run_dir / "log.csv", say=lambda m: None)
+    ckpt = run_dir / "ckpt.pt"
+    if not ckpt.exists():
+        return "new"
+    step = load_checkpoint(ckpt, total_steps)["step"]
+    check_log_steps(run_dir / "log.csv", rows, eval_interval, total_steps, step,
+                    "the checkpoint (ckpt.pt)")
+    return "partial"
+
+
 # --------------------------------------------------------------------------------------------
 # --repair
 # --------------------------------------------------------------------------------------------

@@ -52,12 +52,14 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
-from sixn.bench.results import (device_slug, provenance, read_csv_rows, read_rows, results_root,
-                               write_csv, write_csv_rows, write_json)
+from sixn.bench.errors import CorruptFile
+from sixn.bench.results import (device_slug, provenance, read_json, read_rows,
+                               results_root, write_csv, write_csv_rows, write_json)
 from sixn.model.config import GPTConfig
 from sixn.model.flops import flops_per_token, param_counts
 from sixn.model.presets import PRESETS
 
+from . import runstate
 from .claims import (CLAIM_FILE, SWEEP_LOCK, TABLES_LOCK, Claim, claim, describe, holder,
                      try_claim, whoami)
 from .isoflop import (CPU_BUDGETS, CPU_SIZES, GPU_BUDGETS, GPU_SIZES, QUICK_BUDGETS, QUICK_SIZES,
@@ -340,7 +342,7 @@ def isoflop_extensions(plan: SweepPlan, sweep_dir: Path) -> list[RunSpec]:
     summary.csv and sweep.json; rerunning with the returned runs added resumes the sweep."""
     if plan.isoflop is None or not plan.size_grid or not (sweep_dir / "summary.csv").exists():
         return []
-    meta = json.loads((sweep_dir / "sweep.json").read_text())
+    meta = read_sweep_json(sweep_dir / "sweep.json")
     where = {r["name"]: (r["budget"], r["budget_convention"]) for r in meta.get("runs", [])
              if r.get("budget")}
     shape = {(m.n_layer, m.d_model, m.n_head): i for i, m in enumerate(plan.size_grid)}
@@ -442,6 +444,14 @@ class Progress:
         if not self.bar.disable:
             self.bar.write(msg, file=self.bar.fp)
 
+    def say(self, msg: str) -> None:
+        """A line that is always shown (a divergence, a failure): above the bar, or on stderr
+        when the bar is off."""
+        if self.bar.disable:
+            print(msg, file=sys.stderr, flush=True)
+        else:
+            self.bar.write(msg, file=self.bar.fp)
+
     def close(self) -> None:
         self.bar.close()
 
@@ -519,12 +529,14 @@ class Sweep:
 
 
 def prepare_sweep(plan: SweepPlan | str | None, out_dir: str | Path | None, device: str,
-                  quick: bool = False) -> Sweep:
+                  quick: bool = False, repair: bool = False) -> Sweep:
     """Take the sweep lock, load the corpora, resolve the plan and write sweep.json (the plan with
     every run fully resolved: what any worker, local or on a cluster node, reads to train one).
-    Failure markers of earlier attempts are cleared, so that those runs are tried again.
+    Failure markers of earlier attempts are cleared, so that those runs are tried again. Every
+    run's files are read back and checked (check_runs) before any worker starts.
 
-    Raises SweepBusy when another command holds the sweep."""
+    Raises SweepBusy when another command holds the sweep, CorruptFile when a run's files are
+    damaged (repair=True: that run's files are set aside and it trains again from step 0)."""
     if plan is None:
         plan = default_plan(device, quick=quick)
     elif isinstance(plan, str):
@@ -548,10 +560,27 @@ def prepare_sweep(plan: SweepPlan | str | None, out_dir: str | Path | None, devi
             "runs": [r.to_dict() for r in runs]}, prov)
         for r in runs:
             (sweep_dir / "runs" / r.name / "failed.json").unlink(missing_ok=True)
+        check_runs(sweep_dir, runs, repair)
     except BaseException:
         lock.release()
         raise
     return Sweep(sweep_dir, runs, corpus, tr, device, prov, lock)
+
+
+def check_runs(sweep_dir: Path, runs: list[RunSpec], repair: bool = False) -> None:
+    """Read back and check the files of every run of the sweep that no worker holds now
+    (scaling.runstate.check_run): CorruptFile for the first damaged one, or with repair=True its
+    files set aside (runstate.set_aside) so that it trains again."""
+    for r in runs:
+        rd = sweep_dir / "runs" / r.name
+        if not rd.exists() or holder(rd / CLAIM_FILE) is not None:
+            continue
+        try:
+            runstate.check_run(rd, r.train.eval_interval, r.train.total_steps)
+        except CorruptFile as e:
+            if not repair:
+                raise
+            runstate.set_aside(rd, str(e))
 
 
 def load_sweep(sweep_dir: str | Path, device: str | None = None) -> Sweep:
@@ -563,7 +592,7 @@ def load_sweep(sweep_dir: str | Path, device: str | None = None) -> Sweep:
     if not path.exists():
         raise ValueError(f"{sweep_dir} holds no sweep.json: is it on a filesystem this machine "
                          f"shares with the one that prepared the sweep?")
-    meta = json.loads(path.read_text())
+    meta = read_sweep_json(path)
     plan = SweepPlan.from_dict(meta["plan"])
     corpus, tr = load_plan_corpora(plan)
     if data_identity(corpus, tr) != meta["data_id"]:
@@ -581,7 +610,8 @@ def train_run(sweep: Sweep, run: RunSpec, bar: Progress | None = None, world=Non
     done, diverged, or failed (any other error: recorded in the run's failed.json, which the next
     command clears to try again; the other runs go on)."""
     rd = sweep.run_dir(run)
-    say = bar.line if bar is not None else (lambda m: print(m, file=sys.stderr, flush=True))
+    # a divergence or a failure is always said, with or without a progress bar
+    say = bar.say if bar is not None else (lambda m: print(m, file=sys.stderr, flush=True))
     if world is None or world.is_main:
         record_attempt(rd, world)
     try:
@@ -614,8 +644,12 @@ def record_attempt(run_dir: Path, world=None) -> None:
     log held then (the resume itself goes back to the checkpoint, which is that step or the
     evaluation before it). Appended in whole lines, so the file tells how often and by whom a run
     was trained."""
-    rows = read_csv_rows(run_dir / "log.csv")[1]
-    line = {**whoami("train"), "logged_step": int(rows[-1]["step"]) if rows else 0,
+    try:
+        rows = runstate.read_log(run_dir / "log.csv", say=lambda m: None)[1]
+        logged = int(rows[-1]["step"]) if rows else 0
+    except CorruptFile:  # the trainer says what is wrong with it
+        logged = None
+    line = {**whoami("train"), "logged_step": logged,
             "processes": world.size if world is not None else 1}
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / ATTEMPTS, "a") as f:
@@ -690,14 +724,15 @@ def collect(sweep_dir: Path, runs: list[RunSpec], prov: dict | None = None) -> t
         summary: list[dict] = []
         for r in runs:
             rd = sweep_dir / "runs" / r.name
-            fn, rows = read_csv_rows(rd / "log.csv")
+            # checked reads; a torn last line of a log being appended to now is left out quietly
+            fn, rows = runstate.read_log(rd / "log.csv", say=lambda m: None)
             for f in fn:
                 if f not in fields:
                     fields.append(f)
             curves.extend(rows)
             done = rd / "done.json"
             if done.exists():
-                s = json.loads(done.read_text())
+                s = runstate.read_done(done)
                 s.pop("provenance", None)
                 summary.append(s)
         if curves:
@@ -726,34 +761,52 @@ def run_status(sweep_dir: Path, name: str) -> dict:
     rd = Path(sweep_dir) / "runs" / name
     out: dict = {"holder": None, "attempts": len(attempts(rd))}
     if (rd / "done.json").exists():
-        s = json.loads((rd / "done.json").read_text())
+        s = runstate.read_done(rd / "done.json")
         out.update({k: s.get(k) for k in ("N", "D", "val_loss", "best_val_loss", "b_simple",
                                           "elapsed_s", "status")})
         out["state"] = s.get("status") or "done"
         return out
     if (rd / "diverged.json").exists():
-        out["state"] = "diverged"
+        d = runstate.read_diverged(rd / "diverged.json")
+        out.update(state="diverged", step=d["step"], reason=d.get("reason", "non_finite_loss"),
+                   error=d["message"])
         return out
     h = holder(rd / CLAIM_FILE)
     if h is not None:
         out.update(state="running", holder=h)
     elif (rd / "failed.json").exists():
-        f = json.loads((rd / "failed.json").read_text())
+        f = read_json(rd / "failed.json", what="the run's failure record", remedy=_RERUN,
+                      required={"error": str})
         out.update(state="failed", error=f.get("error"), input_error=bool(f.get("input_error")))
     else:
         out["state"] = "partial" if (rd / "ckpt.pt").exists() else "new"
-    rows = read_csv_rows(rd / "log.csv")[1]
+    rows = runstate.read_log(rd / "log.csv", say=lambda m: None)[1]
     out["step"] = int(rows[-1]["step"]) if rows else 0
     return out
+
+
+_RERUN = "rerun the sweep's command (it rewrites this file), or delete the file"
+
+
+def read_sweep_json(path: Path) -> dict:
+    """sweep.json checked: a JSON object with the plan and the list of runs."""
+    meta = read_json(path, what="the sweep's plan", remedy=_RERUN,
+                     required={"plan": dict, "runs": list})
+    for i, r in enumerate(meta["runs"]):
+        if not (isinstance(r, dict) and isinstance(r.get("name"), str)
+                and isinstance(r.get("kind"), str)):
+            raise CorruptFile(path, f"the sweep's plan: run {i} has no name or kind", _RERUN)
+    return meta
 
 
 def sweep_status(sweep_dir: Path) -> list[dict]:
     """Each run of the sweep's plan (from sweep.json) with its state (run_status), and the Slurm
     job that was last submitted for it, when there is one (slurm.json, written by scaling.launch)."""
     sweep_dir = Path(sweep_dir)
-    meta = json.loads((sweep_dir / "sweep.json").read_text())
+    meta = read_sweep_json(sweep_dir / "sweep.json")
     jobs_path = sweep_dir / "slurm.json"
-    jobs = json.loads(jobs_path.read_text()).get("runs", {}) if jobs_path.exists() else {}
+    jobs = read_json(jobs_path, what="the sweep's Slurm job record", remedy=_RERUN).get(
+        "runs", {}) if jobs_path.exists() else {}
     out = []
     for r in meta["runs"]:
         st = run_status(sweep_dir, r["name"])

@@ -4,6 +4,7 @@ uninterrupted one; any other damage is a CorruptFile naming the file and --repai
 trains the run again to the same result; a kill at any write leaves every file whole."""
 
 import csv
+import math
 import io
 import os
 from pathlib import Path
@@ -361,3 +362,168 @@ def test_corrupt_stages_json_is_one_line_and_restart_recovers(tmp_path, capsys, 
     assert main(["report", "--stages", "flops", "--restart", "--out", str(folder)]) == 0
     assert "the record starts afresh" in capsys.readouterr().err
     assert (folder / "stages.json.corrupt").read_text() == text
+
+
+# --- sixn scale on a damaged sweep folder ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def texts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("texts")
+    code = "".join(f"def g{i}(a, b):\n    return a * {i} - b // {i % 5 + 1}\n\n" for i in range(300))
+    (root / "m.py").write_text(code)
+    return root
+
+
+def _scale(texts, out, *extra):
+    from sixn.bench.cli import main
+    return main(["scale", "--quick", "--sizes", "2x16", "2x24", "--steps", "24", "--corpus",
+                 str(texts), "--out", str(out), "--workers", "1", "--no-fit", "--no-progress",
+                 *extra])
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(texts, tmp_path_factory):
+    """A finished two-run sweep (one thread, as in every test here) and its curves."""
+    out = tmp_path_factory.mktemp("sweep") / "sw"
+    n = torch.get_num_threads()
+    try:
+        assert _scale(texts, out) == 0
+    finally:
+        torch.set_num_threads(n)
+    return out, _sweep_curves(out)
+
+
+def _sweep_curves(out):
+    rows = read_csv_rows(out / "curves.csv")[1]
+    keys = [(r["run"], int(r["step"])) for r in rows]
+    assert len(keys) == len(set(keys)), "an evaluation appears twice in curves.csv"
+    return {k: float(r["val_loss"]) for k, r in zip(keys, rows)}
+
+
+def _copy(finished_sweep, tmp_path):
+    import shutil
+    src, curves = finished_sweep
+    dst = tmp_path / "sw"
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.lock"))
+    runs = sorted((dst / "runs").iterdir())
+    return dst, runs, curves
+
+
+def test_scale_stops_on_a_corrupt_checkpoint_and_repair_retrains(texts, finished_sweep, tmp_path,
+                                                                  capsys):
+    out, runs, curves = _copy(finished_sweep, tmp_path)
+    (runs[0] / "done.json").unlink()                  # a run killed near its end ...
+    (runs[0] / "ckpt.pt").write_bytes(b"\x00" * 100)  # ... whose checkpoint is damaged
+    capsys.readouterr()
+    assert _scale(texts, out) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and "weights_only=False" not in err
+    assert f"{runs[0] / 'ckpt.pt'}: the checkpoint cannot be read" in err and "--repair" in err
+    assert _scale(texts, out, "--repair") == 0
+    assert "--repair: moved" in capsys.readouterr().err
+    assert _sweep_curves(out) == curves               # the run trained again: the same losses
+
+
+@pytest.mark.parametrize("damage", ["done_json", "finished_log_cut", "sweep_json"])
+def test_scale_and_status_name_a_damaged_file(texts, finished_sweep, tmp_path, capsys, damage):
+    from sixn.bench.cli import main
+    out, runs, curves = _copy(finished_sweep, tmp_path)
+    target = {"done_json": runs[1] / "done.json", "finished_log_cut": runs[1] / "log.csv",
+              "sweep_json": out / "sweep.json"}[damage]
+    if damage == "finished_log_cut":
+        lines = target.read_text().splitlines(keepends=True)
+        target.write_text("".join(lines[:3]))          # a finished log shortened (issue's repro)
+    else:
+        target.write_text(target.read_text()[:40])
+    capsys.readouterr()
+    assert main(["scale", "--status", "--out", str(out)]) == (0 if damage == "finished_log_cut" else 2)
+    err = capsys.readouterr().err
+    if damage != "finished_log_cut":
+        assert err.count("\n") == 1 and str(target) in err and "Traceback" not in err
+    if damage == "sweep_json":
+        return   # the sweep command rewrites sweep.json: the next run repairs it by itself
+    assert _scale(texts, out) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(target) in err and "--repair" in err
+    assert _scale(texts, out, "--repair") == 0
+    assert _sweep_curves(out) == curves
+
+
+def test_scale_drops_a_torn_log_line_and_resumes_to_the_same_curves(texts, finished_sweep,
+                                                                    tmp_path, capsys):
+    out, runs, curves = _copy(finished_sweep, tmp_path)
+    rd = runs[0]
+    (rd / "done.json").unlink()
+    ck = torch.load(rd / "ckpt.pt", weights_only=True)
+    log = rd / "log.csv"
+    lines = log.read_text().splitlines(keepends=True)
+    # as if killed in the append of the last row: its checkpoint is the one before
+    kept = [ln for ln in lines[1:] if int(ln.split(",")[13]) <= ck["step"]]
+    assert lines[0].split(",")[13] == "step"
+    log.write_text(lines[0] + "".join(kept[:-1]) + kept[-1][:30])
+    prev = int(kept[-2].split(",")[13])
+    ck["step"] = prev   # (the checkpoint's own state is that of the last step: fine for this test)
+    torch.save(ck, rd / "ckpt.pt")
+    capsys.readouterr()
+    assert _scale(texts, out) == 0
+    assert "dropped a torn last line" in capsys.readouterr().err
+    got = _sweep_curves(out)
+    assert got.keys() == curves.keys()
+
+
+def test_divergence_is_said_without_progress_and_no_finished_run_is_exit_1(texts, tmp_path,
+                                                                           capsys, monkeypatch):
+    from sixn.scaling import train as T
+    monkeypatch.setattr(T, "evaluate", lambda *a, **k: math.inf)
+    out = tmp_path / "sw"
+    from sixn.bench.cli import main
+    rc = main(["scale", "--quick", "--sizes", "2x16", "2x24", "--steps", "12", "--corpus",
+               str(texts), "--out", str(out), "--workers", "1", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    lines = err.splitlines()
+    as_it_happens = [ln for ln in lines if ": training diverged at step 2" in ln
+                     and "left out of the fits" not in ln]
+    at_the_end = [ln for ln in lines if "diverged at step 2 and is left out of the fits" in ln]
+    assert len(as_it_happens) == 2 and len(at_the_end) == 2
+    assert "no run of the sweep finished (2 of 2 diverged)" in err
+    assert "nothing to fit" in err and "neither curves.csv nor summary.csv" not in err
+
+
+def test_a_run_worse_than_uniform_is_listed_and_left_out(texts, tmp_path, capsys, monkeypatch):
+    from sixn.scaling import train as T
+    real = T.evaluate
+    monkeypatch.setattr(T, "evaluate", lambda model, *a, **k: 2426.0 if model.cfg.d_model == 24
+                        else real(model, *a, **k))
+    out = tmp_path / "sw"
+    assert _scale(texts, out) == 0
+    err = capsys.readouterr().err
+    assert "worse than a uniform guess over the 256 tokens" in err and "left out of the fits" in err
+    from sixn.scaling import sweep as sw
+    states = {r["name"].split("-")[2]: r["state"] for r in sw.sweep_status(out)}
+    assert states == {"d16": "done", "d24": "diverged"}
+    assert len(read_csv_rows(out / "summary.csv")[1]) == 1
+
+
+@pytest.mark.slow
+def test_two_sweeps_started_at_once_on_one_folder(texts, tmp_path, finished_sweep):
+    """The issue's repro: two `sixn scale` commands on one folder at the same moment. One trains,
+    the other exits 2 in one line naming the holder; no run is trained twice, no row is
+    duplicated, and the curves are those of one sweep."""
+    import subprocess
+    import sys
+    out = tmp_path / "cc"
+    argv = [sys.executable, "-m", "sixn.bench.cli", "scale", "--quick", "--sizes", "2x16", "2x24",
+            "--steps", "24", "--corpus", str(texts), "--out", str(out), "--workers", "1",
+            "--no-fit", "--no-progress"]
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [p.communicate(timeout=600) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 2], results
+    loser = results[[p.returncode for p in procs].index(2)][1].strip().splitlines()
+    assert len(loser) == 1 and "is being run by pid" in loser[0], loser
+    from sixn.scaling import sweep as sw
+    for rd in (out / "runs").iterdir():
+        assert len(sw.attempts(rd)) == 1, rd          # each run trained once
+    assert _sweep_curves(out) == finished_sweep[1]    # and the curves are one sweep's

@@ -5,6 +5,12 @@ run (losses against steps, tokens and compute under each FLOP convention, measur
 summary.csv with one row per run, experiments.json, then the fits and plots. Rerunning the same
 command skips finished runs and resumes an interrupted one from its last checkpoint.
 
+Every run's files are read back checked before any run starts (scaling.runstate): a torn last
+log line (a kill during an append) is dropped with a notice; any other damage stops the command
+with one line naming the file, and --repair sets that run's files aside and trains it again. A
+run that diverges (a non-finite loss, or a final loss worse than a uniform guess) is said, with or
+without progress, and left out of the fits; the exit status is 1 when no run finished.
+
 examples:
   sixn scale                       the default ladder for this device (CPU: 5 sizes, < 15 min)
   sixn scale --quick               a 1-minute ladder (used by sixn report --quick)
@@ -100,6 +106,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--wait", action="store_true",
                    help="with --launcher slurm: wait for every run, showing progress, then fit")
     p.add_argument("--no-fit", action="store_true", help="skip the fits and plots at the end")
+    p.add_argument("--repair", action="store_true",
+                   help="a run whose files are damaged (a checkpoint that does not load, a log cut "
+                        "short, a broken done.json) has them set aside in <run>/corrupt-<time>/ "
+                        "and trains again from step 0, instead of stopping with an error")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--status", action="store_true",
                    help="show each run's state (done, running, queued, failed, partial, new; "
@@ -166,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = launch.LaunchConfig(launcher=args.launcher, workers=args.workers,
                                   gpus_per_run=args.gpus_per_run, partition=args.partition,
                                   time_min=args.time or 60, account=args.account, wait=args.wait,
-                                  threads=args.threads)
+                                  threads=args.threads, repair=args.repair)
     except ValueError as e:
         raise CLIError(str(e)) from None
     progress, fit = not args.no_progress, not args.no_fit
@@ -223,11 +233,16 @@ def _status(sweep_dir: Path) -> list[dict]:
 
 
 def _failures(rows: list[dict], budgeted: bool = False) -> int:
-    """One line per run that failed or was left unfinished (not counting those a --time-budget
-    left for later: not_run.json lists them); the exit status (2: bad input)."""
+    """One line per run that diverged (left out of the fits), failed or was left unfinished (not
+    counting those a --time-budget left for later: not_run.json lists them); the exit status
+    (2: bad input; 1: a run failed or is unfinished, or no run of the sweep finished at all)."""
     failed = [r for r in rows if r["state"] == "failed"]
+    diverged = [r for r in rows if r["state"] == "diverged"]
     left = [r for r in rows if r["state"] in ("running", "queued")
             or (r["state"] in ("partial", "new") and not budgeted)]
+    for r in diverged:
+        print(f"sixn scale: run {r['name']} diverged at step {r.get('step')} and is left out of "
+              f"the fits: {r.get('error')}", file=sys.stderr)
     for r in failed:
         print(f"sixn scale: run {r['name']} failed: {r.get('error')}", file=sys.stderr)
     if left:
@@ -235,7 +250,14 @@ def _failures(rows: list[dict], budgeted: bool = False) -> int:
               f"rerun the command to resume them", file=sys.stderr)
     if failed:
         return 2 if all(r.get("input_error") for r in failed) else 1
-    return 1 if left else 0
+    if left:
+        return 1
+    if rows and not any(r["state"] in ("done", "early_stopped") for r in rows) and not budgeted:
+        print(f"sixn scale: error: no run of the sweep finished ({len(diverged)} of {len(rows)} "
+              f"diverged): there is nothing to fit; lower the learning rate or raise the warm-up",
+              file=sys.stderr)
+        return 1
+    return 0
 
 
 def check_plan_memory(plan, device: str) -> None:

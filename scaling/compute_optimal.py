@@ -335,6 +335,7 @@ class ComputeOptimal:
                 "D_opt": self.D_opt.to_dict() if self.D_opt is not None else None,
                 "a": _param(self.N_opt, "a"), "a_interval": _interval(self.N_opt, "a"),
                 "b": _param(self.D_opt, "b"), "b_interval": _interval(self.D_opt, "b"),
+                "a_samples": [None if not np.isfinite(v) else float(v) for v in self.boot_a],
                 "a_N": _param(self.N_model_opt, "a"),
                 "a_N_interval": _interval(self.N_model_opt, "a"),
                 "N_model_opt": self.N_model_opt.to_dict() if self.N_model_opt is not None else None,

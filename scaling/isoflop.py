@@ -38,7 +38,7 @@ MIN_STEPS = 50                    # a shorter schedule is mostly warm-up
 CPU_SIZES = ((2, 16), (2, 24), (2, 32), (2, 48), (2, 64), (3, 80), (4, 96))
 # Full-model FLOPs (other budget conventions: the same compute at the grid's middle size):
 # one decade in four budgets.
-CPU_BUDGETS = (3e11, 6.5e11, 1.4e12, 3e12)
+CPU_BUDGETS = (2e11, 4.3e11, 9.3e11, 2e12)
 QUICK_SIZES = ((2, 16), (2, 24), (2, 32), (2, 48))
 QUICK_BUDGETS = (2.5e10, 5e10, 1e11)
 GPU_SIZES = ("ladder-25k", "ladder-98k", "ladder-197k", "ladder-786k", "ladder-3m", "ladder-14m",

@@ -3,7 +3,7 @@ sweep.json: every figure is read from those files and every comparative sentence
 the figures (which way counting the head moves the exponent, whether the interval of the
 difference excludes zero).
 
-    python -c "from sixn.scaling.isoflop_text import paragraph; print(paragraph('results/scaling/cpu-isoflop'))"
+    python -c "from sixn.scaling.isoflop_text import paragraph; print(paragraph('SWEEP', ...))"
 """
 
 from __future__ import annotations
@@ -36,28 +36,75 @@ def _rel(path: Path) -> str:
         return str(path)
 
 
-def paragraph(sweep_dir: str | Path) -> str:
-    """Markdown: the sweep, approach 2 and 1 exponents per convention, the 6N-vs-counted
-    difference, the published values beside them, and what this scale can and cannot say."""
-    sweep = Path(sweep_dir)
-    fits = json.loads((sweep / "fits.json").read_text())
-    meta = json.loads((sweep / "sweep.json").read_text())
-    s = read_table(sweep / "summary.csv")
+def _merge(folders: list[tuple[Path, dict, dict]]) -> dict:
+    """One compute_optimal summary from several sweeps: under each convention the measured
+    (budget-convention) approach-2 result of whichever sweep has it, else the first rebuilt one;
+    approach 1 from the first sweep; differences of a against 6N from the chosen results (paired
+    where both come from one sweep's resamples, independent otherwise)."""
+    out: dict = {"approach1": {}, "approach2": {}, "differences": {}, "budget_conventions": []}
+    chosen: dict[str, dict] = {}
+    for _, fits, _ in folders:
+        co = fits["compute_optimal"]
+        out["budget_conventions"] += [c for c in co.get("budget_conventions", [])
+                                      if c not in out["budget_conventions"]]
+        for conv, r in co.get("approach1", {}).items():
+            out["approach1"].setdefault(conv, r)
+        for conv in fits.get("conventions", []):
+            r = fits["by_convention"].get(conv, {}).get("approach2")
+            if isinstance(r, dict) and "a" in r and r.get("a") is not None:
+                if conv not in chosen or (chosen[conv]["rebuilt"] and not r["rebuilt"]):
+                    chosen[conv] = r
+    for conv, r in chosen.items():
+        out["approach2"][conv] = {**r, "n_points": r["N_opt"]["n"]}
+    if "kaplan_6N" in chosen:
+        s6 = np.array([np.nan if v is None else v for v in chosen["kaplan_6N"]["a_samples"]])
+        for conv, r in chosen.items():
+            if conv == "kaplan_6N":
+                continue
+            sx = np.array([np.nan if v is None else v for v in r["a_samples"]])
+            d = chosen["kaplan_6N"]["a"] - r["a"]
+            diff = s6 - sx if s6.size == sx.size else np.zeros(0)
+            diff = diff[np.isfinite(diff)]
+            iv = list(np.percentile(diff, (2.5, 97.5))) if diff.size >= 2 else [None, None]
+            out["differences"][f"kaplan_6N - {conv}"] = {"difference": d, "interval": iv}
+    return out
+
+
+def paragraph(*sweep_dirs: str | Path) -> str:
+    """Markdown: the sweep(s), approach 2 and 1 exponents per convention, the 6N-vs-counted
+    difference, the published values beside them, and what this scale can and cannot say.
+    Several folders (one IsoFLOP design each) are read as one sweep."""
+    folders = []
+    for d in sweep_dirs:
+        sweep = Path(d)
+        folders.append((sweep, json.loads((sweep / "fits.json").read_text()),
+                        json.loads((sweep / "sweep.json").read_text())))
+    co = _merge(folders)
+    sweep, fits, meta = folders[0]
+    tables = [read_table(f / "summary.csv") for f, _, _ in folders]
+    s = {k: np.concatenate([np.asarray(t[k]) for t in tables]) for k in tables[0]
+         if all(k in t for t in tables)}
     iso = kinds(s) == "isoflop"
-    co = fits["compute_optimal"]
-    designs = co.get("budget_conventions") or list(co.get("designs", {}))
     plan = meta.get("plan", {})
     prov = fits.get("provenance", {})
     N = col(s, "N")[iso]
     head = (col(s, "C_kaplan_6N_head") - col(s, "C_kaplan_6N"))[iso] / col(s, "C_full_model")[iso]
-    budgets = sorted({r["budget"] for r in meta.get("runs", []) if r.get("budget")})
+    by_design: dict[str, set] = {}
+    for _, _, m in folders:
+        for r in m.get("runs", []):
+            if r.get("budget"):
+                by_design.setdefault(r["budget_convention"], set()).add(r["budget"])
+    spans = "; ".join(f"{c}: {min(b):.3g} to {max(b):.3g} FLOPs ({len(b)} budgets)"
+                      for c, b in by_design.items())
     elapsed = np.nansum(col(s, "elapsed_s")[iso])
     vocab = plan.get("bpe_vocab") or "256 (bytes)"
-    out = [f"**Compute-optimal size on the CPU, IsoFLOP profiles** (`{prov.get('command', 'sixn scale --isoflop')}`, "
-           f"`{_rel(sweep)}/`, {prov.get('device', 'CPU')}, {prov.get('date', '')[:10]}): "
+    commands = "; ".join(f"`{f.get('provenance', {}).get('command', 'sixn scale --isoflop')}`"
+                         for _, f, _ in folders)
+    where = ", ".join(f"`{_rel(p)}/`" for p, _, _ in folders)
+    out = [f"**Compute-optimal size on the CPU, IsoFLOP profiles** ({commands}; {where}; "
+           f"{prov.get('device', 'CPU')}, {prov.get('date', '')[:10]}): "
            f"{int(iso.sum())} runs, each trained with its own warm-up and cosine schedule to end "
-           f"at its budget; budget conventions {', '.join(designs)}; budgets from "
-           f"{min(budgets):.3g} to {max(budgets):.3g} FLOPs; non-embedding N from {N.min():,.0f} "
+           f"at its budget; budgets under {spans}; non-embedding N from {N.min():,.0f} "
            f"to {N.max():,.0f}; vocabulary {vocab}, so the head is "
            f"{100 * np.nanmin(head):.0f}-{100 * np.nanmax(head):.0f} % of a step's full-model "
            f"FLOPs; {elapsed / 60:.1f} minutes of training in all (sum over runs)."]
@@ -83,11 +130,12 @@ def paragraph(sweep_dir: str | Path) -> str:
                 f"counted) -> {po['a_short_warmup']} (short warm-up) -> {po['a_cosine_decay']} "
                 f"(cosine to each run's end) -> {po['a_tuned']} (tuned)."]
     out.append("")
-    out.append(_reading(co, N, budgets))
+    ratio = max(max(b) / min(b) for b in by_design.values())
+    out.append(_reading(co, N, ratio))
     return "\n".join(out)
 
 
-def _reading(co: dict, N: np.ndarray, budgets: list[float]) -> str:
+def _reading(co: dict, N: np.ndarray, span: float) -> str:
     """Sentences chosen by the figures."""
     said = []
     a2 = co.get("approach2", {})
@@ -111,8 +159,8 @@ def _reading(co: dict, N: np.ndarray, budgets: list[float]) -> str:
     said.append("What this scale can say: whether counting the head's FLOPs moves the fitted "
                 "exponent, and which way, on the same kind of runs. What it cannot: the exponent "
                 "itself at the scales the published values come from. These models have "
-                f"{N.min():.2g} to {N.max():.2g} non-embedding parameters, the budgets span "
-                f"{max(budgets) / min(budgets):.3g}x, there is one seed and one learning-rate "
+                f"{N.min():.2g} to {N.max():.2g} non-embedding parameters, each design's budgets "
+                f"span {span:.3g}x or less, there is one seed and one learning-rate "
                 "rule per size, and the intervals cover the noise of the final losses, not the "
                 "parabola's misfit of an asymmetric profile.")
     return " ".join(said)

@@ -58,7 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="an IsoFLOP sweep instead of the ladder: runs trained to fixed budgets")
     p.add_argument("--budgets", nargs="+", type=argtypes.positive_float, metavar="FLOPS",
                    help="--isoflop: compute budgets in FLOPs under --budget-convention (default: "
-                        "4 over a decade, full-model 3e11 to 3e12 on the CPU)")
+                        "4 over a decade, full-model 2e11 to 2e12 on the CPU)")
     p.add_argument("--budget-convention", nargs="+", metavar="CONV",
                    default=[DEFAULT_BUDGET_CONVENTION], choices=BUDGET_CONVENTIONS,
                    help="--isoflop: how a budget is counted, one design per convention "

@@ -261,7 +261,7 @@ def build_plan(preset_set: str = "cpu", *, quick: bool = False, sizes: list[str]
 
     if isoflop is not None:
         grid = shapes if sizes else [
-            parse_size(s, preset_set) if isinstance(s, str) else (*s, None)
+            parse_size(s) if isinstance(s, str) else (*s, None)
             for s in ((GPU_SIZES if gpu else QUICK_SIZES if quick else CPU_SIZES))]
         vocab = bpe_vocab or 256
         default = GPU_BUDGETS if gpu else QUICK_BUDGETS if quick else CPU_BUDGETS

@@ -326,10 +326,12 @@ def isoflop_runs(design: IsoflopDesign, grid: list[GPTConfig], tc,
     for conv in design.conventions:
         budgets = design.budgets or default_budgets(default, grid, probe, conv)
         for budget in sorted(budgets):
-            for i in window(grid, probe, budget, conv, design.sizes_per_budget):
+            for i in window(grid, probe, budget, conv, design.sizes_per_budget,
+                            design.min_steps):
                 m = grid[i]
                 N = param_counts(m).nonembedding
-                t = schedule_for_budget(m, tc(N).replace(noise_microbatches=0), budget, conv)
+                t = schedule_for_budget(m, tc(N).replace(noise_microbatches=0), budget, conv,
+                                        min_steps=design.min_steps)
                 runs.append(RunSpec("isoflop", m, t, label=f"{conv} C={budget:.3g}, N={N:.3g}",
                                     budget=budget, budget_convention=conv))
     return runs
@@ -338,7 +340,7 @@ def isoflop_runs(design: IsoflopDesign, grid: list[GPTConfig], tc,
 def isoflop_extensions(plan: SweepPlan, sweep_dir: Path) -> list[RunSpec]:
     """Runs that bracket the budgets whose lowest final loss is at an edge of their sizes: the
     next size of the grid beyond that edge, at that budget (none past the grid's ends, none whose
-    schedule would be shorter than scaling.isoflop.MIN_STEPS). Read from the sweep's
+    schedule would be shorter than the design's min_steps). Read from the sweep's
     summary.csv and sweep.json; rerunning with the returned runs added resumes the sweep."""
     if plan.isoflop is None or not plan.size_grid or not (sweep_dir / "summary.csv").exists():
         return []
@@ -367,7 +369,8 @@ def isoflop_extensions(plan: SweepPlan, sweep_dir: Path) -> list[RunSpec]:
             continue
         N = param_counts(m).nonembedding
         try:
-            t = schedule_for_budget(m, plan.size_train[nxt], budget, conv)
+            t = schedule_for_budget(m, plan.size_train[nxt], budget, conv,
+                                    min_steps=plan.isoflop.min_steps)
         except ValueError:
             continue
         out.append(RunSpec("isoflop", m, t, label=f"{conv} C={budget:.3g}, N={N:.3g} (extends "
@@ -488,7 +491,8 @@ def resolve_plan(plan: SweepPlan, vocab_size: int, device: str, data_id: str = "
             t = t.replace(backend="torch")
         m = r.model.replace(n_vocab=vocab_size, backend=t.backend)
         if r.budget:  # the schedule ends at the budget with this corpus's vocabulary
-            t = schedule_for_budget(m, t, r.budget, r.budget_convention)
+            t = schedule_for_budget(m, t, r.budget, r.budget_convention,
+                                    min_steps=plan.isoflop.min_steps)
         out.append(RunSpec(r.kind, m, t, r.label, data_id, r.budget, r.budget_convention))
     return out
 

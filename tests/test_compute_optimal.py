@@ -28,6 +28,15 @@ LAW_050 = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.34}    # 
 LAW_073 = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.12, "beta": 0.3244}  # a = 0.73
 
 
+GRID = ["2x16", "2x24", "2x32", "2x48", "2x64", "3x80", "4x96"]
+
+
+def _runs(conventions, k=7, vocab=2048, budgets=(3e11, 6.5e11, 1.4e12, 3e12)):
+    """The resolved runs of an IsoFLOP design over GRID (a fixed design, not the CPU default)."""
+    design = IsoflopDesign(budgets, k, conventions, min_steps=50)
+    return resolve_plan(build_plan("cpu", sizes=GRID, isoflop=design, bpe_vocab=vocab), vocab, "cpu")
+
+
 def _approach2(law, seed, n_sizes=7, noise=0.005, n_boot=200):
     t = isoflop_table(law, BUDGETS, n_sizes=n_sizes, noise=noise, seed=seed)
     runs = IsoflopRuns(t["N"], t["D"], t["loss"], {"6N": t["C"]}, "6N", sizes_from_compute=False)
@@ -82,8 +91,7 @@ def test_profiles_rebuilt_under_another_convention_find_its_own_optimum():
     """Budgets in full-model FLOPs; the 6N and 6N + head optima come from profiles rebuilt per
     size, and match the law's optimum under that convention's own constraint."""
     law = {"E": 1.0, "A": 406.4, "B": 576.0, "alpha": 0.34, "beta": 0.28}
-    design = IsoflopDesign(None, 7, ("full_model",))
-    runs = resolve_plan(build_plan("cpu", isoflop=design, bpe_vocab=2048), 2048, "cpu")
+    runs = _runs(("full_model",))
     grid = sorted({(r.model.n_layer, r.model.d_model): r.model for r in runs}.values(),
                   key=lambda m: param_counts(m).nonembedding)
     N = np.array([param_counts(r.model).nonembedding for r in runs], float)
@@ -119,8 +127,7 @@ def test_profiles_rebuilt_under_another_convention_find_its_own_optimum():
 
 def test_fit_sweep_on_an_isoflop_sweep(tmp_path):
     law = {"E": 1.0, "A": 406.4, "B": 576.0, "alpha": 0.34, "beta": 0.28}
-    design = IsoflopDesign(None, 7, ("kaplan_6N", "full_model"))
-    runs = resolve_plan(build_plan("cpu", isoflop=design, bpe_vocab=2048), 2048, "cpu")
+    runs = _runs(("kaplan_6N", "full_model"), budgets=(1e11, 2.2e11, 4.6e11, 1e12))
     sweep = synthetic_isoflop_sweep(tmp_path / "s", runs, law=law, noise=0.002)
     res = fit_sweep(sweep, n_boot=30, chinchilla_polish=2)
     co = res["compute_optimal"]
@@ -166,7 +173,7 @@ def test_isoflop_plan_schedules_end_at_their_budgets():
     # the measured budget comes from the dispatch counter, not from model.flops
     m = [r for r in runs if r.budget_convention == "measured"][0]
     assert step_flops(m.model, m.train, "measured") != step_flops(m.model, m.train, "full_model")
-    with pytest.raises(ValueError, match=r"only \d+ steps.*at least 50"):
+    with pytest.raises(ValueError, match=r"only \d+ steps.*at least 150"):
         schedule_for_budget(runs[0].model, runs[0].train, 1e8, "kaplan_6N")
     with pytest.raises(ValueError, match="unknown budget convention palm"):
         IsoflopDesign(None, 5, ("palm",))
@@ -296,6 +303,7 @@ def test_scale_isoflop_end_to_end(tmp_path, capsys):
     out = tmp_path / "iso"
     rc = main(["scale", "--isoflop", "--quick", "--sizes", "2x8", "2x12", "2x16",
                "--budgets", "6e9", "1.2e10", "--sizes-per-budget", "3", "--extend", "0",
+               "--min-steps", "50",
                "--out", str(out), "--no-progress", "--json", "--no-fit"])
     assert rc == 0, capsys.readouterr().err
     j = json.loads(capsys.readouterr().out)

@@ -40,7 +40,8 @@ import time
 from pathlib import Path
 
 from sixn.bench import argtypes
-from sixn.scaling.isoflop import BUDGET_CONVENTIONS, DEFAULT_BUDGET_CONVENTION, IsoflopDesign
+from sixn.scaling.isoflop import (BUDGET_CONVENTIONS, DEFAULT_BUDGET_CONVENTION, MIN_STEPS,
+                                  QUICK_MIN_STEPS, IsoflopDesign)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -65,6 +66,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default %(default)s; choices: %(choices)s)")
     p.add_argument("--sizes-per-budget", type=argtypes.positive_int, metavar="K",
                    help="--isoflop: sizes trained at each budget (default 5; --quick 4)")
+    p.add_argument("--min-steps", type=argtypes.positive_int, metavar="S",
+                   help=f"--isoflop: train a size at a budget only when its run makes at least S "
+                        f"updates (default {MIN_STEPS}; --quick {QUICK_MIN_STEPS})")
     p.add_argument("--extend", type=argtypes.nonneg_int, default=2, metavar="ROUNDS",
                    help="--isoflop: rounds of adding the next size of the grid to a budget whose "
                         "lowest loss is at its smallest or largest size (default %(default)s)")
@@ -158,14 +162,16 @@ def run(args: argparse.Namespace) -> int:
         if clash:
             raise CLIError(f"--isoflop sets each run's steps from its budget and runs no ladder; "
                            f"leave out {', '.join(clash)}")
-    elif args.budgets or args.sizes_per_budget or args.budget_convention != [
+    elif args.budgets or args.sizes_per_budget or args.min_steps or args.budget_convention != [
             DEFAULT_BUDGET_CONVENTION]:
-        raise CLIError("--budgets, --budget-convention and --sizes-per-budget need --isoflop")
+        raise CLIError("--budgets, --budget-convention, --sizes-per-budget and --min-steps need "
+                       "--isoflop")
     try:
         if args.isoflop:
             isoflop = IsoflopDesign(tuple(args.budgets) if args.budgets else None,
                                     args.sizes_per_budget or (4 if args.quick else 5),
-                                    tuple(args.budget_convention))
+                                    tuple(args.budget_convention),
+                                    args.min_steps or (QUICK_MIN_STEPS if args.quick else MIN_STEPS))
         plan = sw.build_plan(preset_set, quick=args.quick, sizes=args.sizes,
                              data_limited=args.data_limited, shape=args.shape,
                              transfer=args.transfer, corpus=args.corpus, bpe_vocab=args.bpe,

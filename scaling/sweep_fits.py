@@ -141,7 +141,8 @@ def sweep_warnings(result: Mapping) -> list[str]:
     for conv, slot in slots:
         for name, f in slot.items():
             fits = [f] if isinstance(f, Fit) else (
-                [f.N_opt, f.D_opt] if isinstance(f, ComputeOptimal) else [])
+                [x for x in (f.N_opt, f.D_opt) if x is not None]
+                if isinstance(f, ComputeOptimal) else [])
             for fit in fits:
                 where = f"{name}" + (f" {fit.law}" if fit.law != name else "") + (
                     f" ({conv})" if conv else "")

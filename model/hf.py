@@ -41,6 +41,8 @@ def load_hf_config(path: str | Path) -> dict:
         text = p.read_text()
     except OSError as e:
         raise HFConfigError(f"cannot read {p}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise HFConfigError(f"{p} is not UTF-8 text (byte {e.start}): not a config.json") from None
     try:
         d = json.loads(text)
     except json.JSONDecodeError as e:

@@ -116,4 +116,4 @@ def test_hf_cli_errors_exit_2(tmp_path, capsys, content, msg):
 
 def test_hf_missing_file(capsys, tmp_path):
     assert main(["flops", "--hf-config", str(tmp_path / "nope.json")]) == 2
-    assert "cannot read" in capsys.readouterr().err
+    assert f"{tmp_path / 'nope.json'}: no such file or folder" in capsys.readouterr().err

@@ -86,7 +86,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strict", action="store_true",
                    help="isoflop: refuse a budget whose minimum is at an edge instead of leaving "
                         "it out")
-    p.add_argument("--plot", type=Path, metavar="PNG",
+    p.add_argument("--plot", type=argtypes.output_file, metavar="PNG",
                    help="isoflop: where to draw the profiles (default TABLE-isoflop.png)")
     p.add_argument("--no-plot", action="store_true", help="isoflop: draw no plot")
     p.add_argument("--full-grid", action="store_true",

@@ -42,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help=f"named shape ({', '.join(PRESETS)}); default gpt2-small "
                                     f"unless --d-model is given")
     p.add_argument("--list-presets", action="store_true", help="list the presets and exit")
-    p.add_argument("--hf-config", metavar="PATH", default=None,
+    p.add_argument("--hf-config", metavar="PATH", default=None, type=argtypes.readable_source,
                    help="a Hugging Face config.json (or its folder) of a gpt2, llama, mistral, qwen2 "
                         "or mixtral model, read from disk")
     for f in SHAPE_FLAGS:

@@ -505,7 +505,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"no GPU needed: compile every kernel configuration sixn launches for ARCH "
                         f"({', '.join(ARCHS)}) with Triton's compiler and ptxas; registers, spills, "
                         f"shared memory per configuration")
-    p.add_argument("--python", metavar="PATH", default=None,
+    p.add_argument("--python", metavar="PATH", default=None, type=argtypes.readable_file,
                    help="--aot: compile with this Python's Triton (another environment)")
     p.add_argument("--subset", choices=("all", "ci"), default="all",
                    help="--aot: every configuration (default) or a representative few")

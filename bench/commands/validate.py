@@ -422,7 +422,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the study as JSON")
     p.add_argument("--time-budget", type=argtypes.positive_float, default=None, metavar="S",
                    help="count no new shape after S seconds (the skipped ones are listed)")
-    p.add_argument("--record-fixtures", metavar="DIR", default=None,
+    p.add_argument("--record-fixtures", metavar="DIR", default=None, type=argtypes.output_dir,
                    help="ncu only: afterwards copy the recorded ncu CSVs (self-check and each shape) "
                         "into DIR (tests/data) for the CPU tests of the parser")
 

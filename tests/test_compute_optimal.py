@@ -199,7 +199,7 @@ def test_extensions_add_the_next_size_past_an_edge(tmp_path):
                      "budget_convention": r.budget_convention})
     from sixn.bench.results import write_csv, write_json
     write_csv(tmp_path / "summary.csv", rows)
-    write_json(tmp_path / "sweep.json", {"runs": meta})
+    write_json(tmp_path / "sweep.json", {"plan": plan.to_dict(), "runs": meta})
     extra = isoflop_extensions(plan, tmp_path)
     assert len(extra) == 1 and extra[0].budget == 3e11
     assert grid.index((extra[0].model.n_layer, extra[0].model.d_model)) == max(index[3e11]) + 1

@@ -9,7 +9,12 @@ import json
 import pytest
 
 from conftest import HAS_CUDA
+from sixn.bench import counters
+from sixn.bench import roofs as roofs_mod
+from sixn.bench import step as step_mod
 from sixn.bench.cli import main
+from sixn.scaling import sweep as sweep_mod
+from sixn.scaling import train as train_mod
 
 NO_GPU = pytest.mark.skipif(HAS_CUDA, reason="checks the message on a machine without a GPU")
 
@@ -232,11 +237,12 @@ def test_at_least_100_cases():
 def test_bad_input_is_one_line_and_exit_2(argv, message, places, capsys, monkeypatch):
     def no_work(*a, **k):   # nothing may train, count or time: the error must come first
         raise AssertionError("work started before the bad input was reported")
-    for target in ("sixn.scaling.train.train", "sixn.scaling.sweep.train",
-                   "sixn.bench.step._measure_one", "sixn.bench.roofs.measure_gemm",
-                   "sixn.bench.counters.dispatch.count_dispatch",
-                   "sixn.bench.counters.interpreter.count_interpreter"):
-        monkeypatch.setattr(target, no_work)
+    # every module that binds these names is imported (above) before they are patched, so that
+    # none keeps the stand-in after the test
+    for module, name in ((train_mod, "train"), (sweep_mod, "train"), (step_mod, "_measure_one"),
+                         (roofs_mod, "measure_gemm"), (counters, "count_dispatch"),
+                         (counters, "count_interpreter")):
+        monkeypatch.setattr(module, name, no_work)
     rc = main([_fill(a, places) for a in argv])
     out, err = capsys.readouterr()
     assert rc == 2, (rc, err)

@@ -161,7 +161,7 @@ class _Foreign:
 
 
 @pytest.mark.parametrize("damage, match", [
-    ("garbage", "cannot be read \\(not a checkpoint, or damaged\\)"),
+    ("garbage", "the checkpoint cannot be read"),
     ("truncate", "cannot be read"),
     ("foreign", "weights-only load refuses"),
     ("no_step", "has no 'step' entry"),
@@ -173,7 +173,7 @@ def test_corrupt_checkpoint_is_a_clear_error_and_repair_retrains(corpus, referen
     rd = _partial(corpus, tmp_path / "r")
     ck_path = rd / "ckpt.pt"
     if damage == "garbage":
-        ck_path.write_bytes(os.urandom(4096))
+        ck_path.write_bytes(bytes(range(256)) * 16)   # (fixed bytes: the same error each time)
     elif damage == "truncate":
         ck_path.write_bytes(ck_path.read_bytes()[:1000])
     elif damage == "foreign":   # a pickle of an arbitrary class: refused, never executed

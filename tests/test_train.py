@@ -213,9 +213,9 @@ def test_two_batch_estimator_recovers_known_noise():
 
 @pytest.mark.gpu
 def test_gpu_bf16_run_and_resume(corpus, tmp_path):
-    """On a GPU: bf16 autocast, the default GPU backend, measured FLOPs, resume after a stop."""
-    from sixn.scaling.sweep import gpu_backend
-    backend = gpu_backend()
+    """On a GPU: bf16 autocast, the GPU ladder's backend (triton), measured FLOPs, resume after a
+    stop."""
+    backend = "triton"
     t = TCFG.replace(device="cuda", dtype="bfloat16", backend=backend)
     cfg = GPTConfig.from_shape(2, 64, n_ctx=16, n_vocab=256, n_head=4)
     full = train(cfg, t, corpus, tmp_path / "full").rows

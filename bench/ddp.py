@@ -21,9 +21,18 @@ import os
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from sixn.bench.results import atomic_write_text, device_name, repo_root
+from sixn.bench.step import (DEFAULT_STEPS, DEFAULT_WARMUP, build_step, check_providers,
+                             error_row, flops_per_token, make_row, step_shape, time_steps)
+from sixn.model.flops import accounting
+from sixn.model.presets import get_preset
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,91 +52,116 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel as DDP
+@dataclass(frozen=True)
+class Rank:
+    """This process's place in the group and the device it times on."""
 
-    from sixn.bench.results import atomic_write_text, device_name
-    from sixn.bench.step import (DEFAULT_STEPS, DEFAULT_WARMUP, build_step,
-                                  check_providers, error_row, flops_per_token, make_row,
-                                  step_shape, time_steps)
-    from sixn.model.flops import accounting
-    from sixn.model.presets import get_preset
+    rank: int
+    world: int
+    local: int
+    device: torch.device
 
-    args = _parser().parse_args(argv)
-    if "RANK" not in os.environ:
-        print("bench.ddp: run me under torchrun (RANK / WORLD_SIZE not set)", file=sys.stderr)
-        return 2
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+
+def setup_rank(device: str) -> Rank:
+    """Rank and device from torchrun's environment; the process group (NCCL on GPUs, gloo on
+    the CPU, where the cores are shared out between the ranks of this node)."""
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local = int(os.environ.get("LOCAL_RANK", rank))
-    cuda = args.device == "cuda"
-    if cuda:
+    if device == "cuda":
         torch.cuda.set_device(local)
         dev = torch.device("cuda", local)
     else:
         dev = torch.device("cpu")
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
-    dist.init_process_group("nccl" if cuda else "gloo")
+        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // per_node))
+    dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return Rank(rank, world, local, dev)
+
+
+def time_rank(r: Rank, cfg, provider: str, B: int, T: int, steps: int, warmup: int) -> dict:
+    """This rank's step times for one (preset, provider): DDP-wrapped step, warm-up, a barrier so
+    that every rank starts timing together, then `steps` timed steps; an error is reported in
+    the result instead of raised, so that the ranks stay in step."""
+    wrap = (lambda m: DDP(m, device_ids=[r.local])) if r.cuda else (lambda m: DDP(m))
     try:
-        providers = check_providers(args.provider, dev)
-        steps = args.steps or DEFAULT_STEPS[dev.type]
-        warmup = DEFAULT_WARMUP[dev.type] if args.warmup is None else args.warmup
-        name = f"{world} x {device_name(dev)}"
-        wrap = (lambda m: DDP(m, device_ids=[local])) if cuda else (lambda m: DDP(m))
+        step, model = build_step(cfg, provider, r.device, B, T, wrap=wrap, data_seed=1000 + r.rank)
+        if r.cuda:
+            torch.cuda.reset_peak_memory_stats(r.device)
+        for _ in range(warmup):
+            step()
+        dist.barrier()
+        t = time_steps(step, r.device, steps)
+        return {"rank": r.rank, "median_ms": t.median_ms, "p20_ms": t.p20_ms, "p80_ms": t.p80_ms,
+                "mem": torch.cuda.max_memory_allocated(r.device) / 1e9 if r.cuda else None,
+                "n_params": sum(p.numel() for p in model.parameters())}
+    except Exception as e:  # reported in the row; the ranks stay in step
+        return {"rank": r.rank, "error": f"{type(e).__name__}: {e}"[:300]}
+
+
+def world_row(r: Rank, args: argparse.Namespace, preset: str, cfg, provider: str, B: int, T: int,
+              steps: int, warmup: int, gathered: list[dict]) -> dict:
+    """Rank 0's row from every rank's times: the slowest rank sets the pace of a synchronous
+    step; tokens/s are the world's total (and per rank); an error row if any rank failed."""
+    name = f"{r.world} x {device_name(r.device)}"
+    errs = [g["error"] for g in gathered if "error" in g]
+    if errs:
+        row = error_row(preset, provider, name, B, T, errs[0])
+        row["world_size"] = r.world
+        return row
+    slow = max(gathered, key=lambda g: g["median_ms"])
+    row = make_row(preset=preset, provider=provider, device_name=name, device=r.device,
+                   batch=B, seq_len=T, n_params=gathered[0]["n_params"], N=accounting(cfg, T).N,
+                   steps=steps, warmup=warmup, step_ms=slow["median_ms"],
+                   step_ms_p20=slow["p20_ms"], step_ms_p80=slow["p80_ms"],
+                   fpt=flops_per_token(provider, cfg, B, T, r.device),
+                   peak_flops=args.peak_flops, peak_source=args.peak_source,
+                   measured_roof=args.measured_roof,
+                   peak_mem_gb=max(g["mem"] for g in gathered) if r.cuda else None,
+                   world_size=r.world)
+    row["tokens_per_s_ranks"] = [B * T / (g["median_ms"] / 1e3)
+                                 for g in sorted(gathered, key=lambda g: g["rank"])]
+    return row
+
+
+def _say(msg: str) -> None:
+    print(f"[sixn bench ddp] {msg}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Rank setup, then for each (preset, provider): time on every rank, gather the times, rank 0
+    makes the row; rank 0 writes every row to --out."""
+    args = _parser().parse_args(argv)
+    if "RANK" not in os.environ:
+        print("bench.ddp: run me under torchrun (RANK / WORLD_SIZE not set)", file=sys.stderr)
+        return 2
+    r = setup_rank(args.device)
+    try:
+        providers = check_providers(args.provider, r.device)
+        steps = args.steps or DEFAULT_STEPS[r.device.type]
+        warmup = DEFAULT_WARMUP[r.device.type] if args.warmup is None else args.warmup
         rows = []
         for preset in args.preset:
             cfg = get_preset(preset)
-            B, T = step_shape(cfg, dev, args.batch, args.seq_len)
+            B, T = step_shape(cfg, r.device, args.batch, args.seq_len)
             for provider in providers:
-                if rank == 0:
-                    print(f"[sixn bench ddp] {preset} {provider}: {world} ranks x batch {B} x {T} "
-                          f"tokens ...", file=sys.stderr, flush=True)
-                err = None
-                try:
-                    step, model = build_step(cfg, provider, dev, B, T, wrap=wrap, data_seed=1000 + rank)
-                    if cuda:
-                        torch.cuda.reset_peak_memory_stats(dev)
-                    for _ in range(warmup):
-                        step()
-                    dist.barrier()
-                    t = time_steps(step, dev, steps)
-                    mine = {"rank": rank, "median_ms": t.median_ms, "p20_ms": t.p20_ms,
-                            "p80_ms": t.p80_ms,
-                            "mem": torch.cuda.max_memory_allocated(dev) / 1e9 if cuda else None}
-                    n_params = sum(p.numel() for p in model.parameters())
-                    del step, model
-                except Exception as e:  # reported in the row; the ranks stay in step
-                    err = f"{type(e).__name__}: {e}"[:300]
-                    mine = {"rank": rank, "error": err}
-                    n_params = None
-                gathered: list = [None] * world
+                if r.rank == 0:
+                    _say(f"{preset} {provider}: {r.world} ranks x batch {B} x {T} tokens ...")
+                mine = time_rank(r, cfg, provider, B, T, steps, warmup)
+                gathered: list = [None] * r.world
                 dist.all_gather_object(gathered, mine)
-                if rank != 0:
+                if r.rank != 0:
                     continue
-                errs = [g["error"] for g in gathered if "error" in g]
-                if errs:
-                    r = error_row(preset, provider, name, B, T, errs[0])
-                    r["world_size"] = world
-                    rows.append(r)
-                    continue
-                # the slowest rank sets the pace of a synchronous step
-                slow = max(gathered, key=lambda g: g["median_ms"])
-                fpt = flops_per_token(provider, cfg, B, T, dev)
-                row = make_row(preset=preset, provider=provider, device_name=name, device=dev,
-                               batch=B, seq_len=T, n_params=n_params, N=accounting(cfg, T).N,
-                               steps=steps, warmup=warmup, step_ms=slow["median_ms"],
-                               step_ms_p20=slow["p20_ms"], step_ms_p80=slow["p80_ms"], fpt=fpt,
-                               peak_flops=args.peak_flops, peak_source=args.peak_source,
-                               measured_roof=args.measured_roof,
-                               peak_mem_gb=max((g["mem"] for g in gathered), default=None) if cuda else None,
-                               world_size=world)
-                per_rank = [B * T / (g["median_ms"] / 1e3) for g in sorted(gathered, key=lambda g: g["rank"])]
-                row["tokens_per_s_ranks"] = per_rank
+                row = world_row(r, args, preset, cfg, provider, B, T, steps, warmup, gathered)
                 rows.append(row)
-                print(f"[sixn bench ddp] {preset} {provider}: total {row['tokens_per_s']:,.0f} tok/s, "
-                      f"per rank {', '.join(f'{x:,.0f}' for x in per_rank)}", file=sys.stderr, flush=True)
-        if rank == 0:
-            atomic_write_text(args.out, json.dumps({"world_size": world, "rows": rows}, indent=2))
+                if row.get("error") is None:
+                    _say(f"{preset} {provider}: total {row['tokens_per_s']:,.0f} tok/s, per rank "
+                         f"{', '.join(f'{x:,.0f}' for x in row['tokens_per_s_ranks'])}")
+        if r.rank == 0:
+            atomic_write_text(args.out, json.dumps({"world_size": r.world, "rows": rows}, indent=2))
     finally:
         dist.destroy_process_group()
     return 0
@@ -140,7 +174,6 @@ def run_ddp(nproc: int, device: torch.device, presets: list[str], providers: lis
     """Launch `nproc` ranks of this module through torch.distributed.run; rank 0's rows.
 
     The children's output (progress) is forwarded to our stderr line by line."""
-    from sixn.bench.results import repo_root
     if nproc < 1:
         raise ValueError(f"--ddp needs at least 1 process, got {nproc}")
     if device.type == "cuda" and nproc > torch.cuda.device_count():

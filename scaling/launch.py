@@ -50,7 +50,7 @@ from . import sweep as sw
 from .experiments import write_experiments
 from .plots import plot_sweep
 from .sweep_fits import fit_sweep
-from .workers import SlurmTask, usable_cpus
+from .workers import SlurmTask, pin, usable_cpus
 
 LOCAL_FILESYSTEMS = {"ext2", "ext3", "ext4", "xfs", "btrfs", "zfs", "tmpfs", "overlay", "f2fs",
                      "vfat", "ramfs"}
@@ -236,13 +236,27 @@ def run_local(plan, out_dir, device: str, cfg: LaunchConfig, progress: bool = Tr
 
 def _work_in_processes(sweep: sw.Sweep, slots: list[dict], cfg: LaunchConfig,
                        progress: bool, deadline: float | None = None) -> None:
-    """One worker process per slot; follow them through the folder until they have all ended."""
+    """One worker per slot, the first being this process when a run needs one device (it has
+    the corpus loaded already and starts at once); the others are processes of their own. This
+    process follows the others through the folder while it trains and after, and takes over
+    any run that a worker which died has left."""
     bar = sw.Progress({r.name: r.cost for r in sweep.runs}, enabled=progress)
+    follower = Follower(sweep, bar)
+    here = cfg.gpus_per_run == 1
     procs: list[subprocess.Popen] = []
     try:
         sw.announce_finished(sweep, bar)
-        procs = [_start_worker(sweep.dir, slot, cfg, deadline) for slot in slots]
-        follow(sweep, bar, lambda: all(p.poll() is not None for p in procs))
+        procs = [_start_worker(sweep.dir, slot, cfg, deadline) for slot in slots[here:]]
+        bar.poll = follower.poll
+        while True:
+            ended = all(p.poll() is not None for p in procs)
+            if here:
+                with _pinned(slots[0]["cpus"]), cpu_threads(sweep.device, cfg.threads):
+                    sw.work(sweep, bar=bar, wait=False, deadline=deadline)
+            follower.poll()
+            if ended:
+                break
+            time.sleep(1.0)
     finally:
         for p in procs:   # on an interrupt: stop the workers (their claims go with them)
             if p.poll() is None:
@@ -255,9 +269,24 @@ def _work_in_processes(sweep: sw.Sweep, slots: list[dict], cfg: LaunchConfig,
         left = sweep.pending()
         print(f"sixn scale: {len(bad)} worker(s) ended abnormally (exit "
               f"{', '.join(map(str, bad))}); "
-              + ("the other workers took their runs over" if not left else
+              + ("their runs were taken over" if not left else
                  "rerun the command to resume the unfinished runs from their last checkpoint"),
               file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _pinned(cpus: list[int]):
+    """This process on `cpus` only, for the block (the affinity is restored after)."""
+    try:
+        saved = os.sched_getaffinity(0)
+    except AttributeError:
+        yield
+        return
+    pin(cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, saved)
 
 
 def command_line() -> str:
@@ -287,27 +316,40 @@ def _start_worker(sweep_dir: Path, slot: dict, cfg: LaunchConfig,
     return subprocess.Popen(cmd, env=_worker_env(slot, threads))
 
 
-def follow(sweep: sw.Sweep, bar: sw.Progress, ended, poll_s: float = 1.0) -> None:
-    """Show the workers' progress, read from the runs' logs, until ended() is true."""
-    seen: dict[str, tuple[float, int]] = {}
-    while True:
-        stop = ended()
-        for r in sweep.runs:
-            log = sweep.run_dir(r) / "log.csv"
+class Follower:
+    """Feeds a progress bar from the runs' logs, which other processes write: each poll() reads
+    the logs that changed since the last one."""
+
+    def __init__(self, sweep: sw.Sweep, bar: sw.Progress):
+        self.sweep, self.bar = sweep, bar
+        self.seen: dict[str, tuple[float, int]] = {}
+
+    def poll(self) -> None:
+        for r in self.sweep.runs:
+            log = self.sweep.run_dir(r) / "log.csv"
             try:
                 mtime = log.stat().st_mtime
             except FileNotFoundError:
                 continue
-            if seen.get(r.name, (None,))[0] == mtime:
+            last = self.seen.get(r.name, (None, 0))
+            if last[0] == mtime:
                 continue
             try:   # a worker may be appending: a torn last line is left out
                 rows = runstate.read_log(log, say=lambda m: None)[1]
             except CorruptFile:
                 continue   # the run's worker reports it
             step = int(rows[-1]["step"]) if rows else 0
-            if step != seen.get(r.name, (None, 0))[1] and rows:
-                bar.update(r.name, step, r.train.total_steps, rows[-1])
-            seen[r.name] = (mtime, step)
+            if rows and step != last[1]:
+                self.bar.update(r.name, step, r.train.total_steps, rows[-1])
+            self.seen[r.name] = (mtime, step)
+
+
+def follow(sweep: sw.Sweep, bar: sw.Progress, ended, poll_s: float = 1.0) -> None:
+    """Show the workers' progress, read from the runs' logs, until ended() is true."""
+    f = Follower(sweep, bar)
+    while True:
+        stop = ended()
+        f.poll()
         if stop:
             return
         time.sleep(poll_s)

@@ -408,8 +408,8 @@ class Progress:
     """The sweep's tqdm bar on stderr, weighted by each run's FLOPs (`costs`, by run name).
 
     update(run, step, steps, eval row or None) comes from train() for a run in this process, or
-    from a launcher that follows its workers through the sweep folder: several runs may advance
-    at once. A run skipped because it finished earlier counts as done at once. Off a terminal the
+    from a launcher that follows its workers through the sweep folder (`poll`, which update()
+    calls at most once a second): several runs may advance at once. A run skipped because it finished earlier counts as done at once. Off a terminal the
     bar refreshes every 30 s.
     """
 
@@ -423,6 +423,8 @@ class Progress:
         self.bar = tqdm(total=sum(costs.values()) or 1.0, file=stream, disable=not enabled,
                         unit="FLOP", unit_scale=True, mininterval=0.5 if tty else 30.0,
                         bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} FLOP [{elapsed}<{remaining}]")
+        self.poll: Callable[[], None] | None = None  # called from update() at most once a second
+        self._polled = 0.0
 
     def _set(self, name: str, frac: float) -> None:
         self.frac[name] = frac
@@ -439,6 +441,9 @@ class Progress:
         if row is not None:
             self.bar.set_postfix(val=f"{float(row['val_loss']):.3f}", refresh=False)
         self._set(name, min(1.0, step / max(1, steps)))
+        if self.poll is not None and time.monotonic() - self._polled > 1.0:
+            self._polled = time.monotonic()
+            self.poll()  # e.g. a launcher reading the other workers' progress from the folder
 
     def end_run(self, name: str) -> None:
         self._set(name, 1.0)

@@ -28,9 +28,10 @@ curves.csv and summary.csv are rewritten atomically after every run. How the wor
 (this process, local processes, torchrun, Slurm) is scaling.launch's business.
 
 CPU ladder (the default without a GPU): byte-level vocabulary 256, n_ctx 64, batches of 32 x 64
-tokens, five sizes from N = 6.1e3 to 3.1e5 (n_layer 2-4, d_model 16-80), 700 to 1900 steps
-(growing as N^0.25) at a learning rate that falls as N^-0.15, on one torch thread; it finishes in
-well under 15 minutes on two cores.
+tokens, eight sizes from N = 6.1e3 to 7.9e5 (2.1 decades; n_layer 2-4, d_model 16-128), 700 to
+2400 steps (growing as N^0.25) at a learning rate that falls as N^-0.15, one torch thread per
+run and two runs at once on two cores (scaling.launch): about 1,150 core-seconds of training, the
+largest run alone about 450 s, so about 10 minutes of wall clock on an idle 2-core machine.
 GPU ladder: eight model.presets ladder sizes from 2.5e4 to 8.5e7 (3.5 decades), n_ctx 256, bf16
 autocast, the triton backend when sixn's kernels import (else sdpa), about ten minutes on an H100.
 """
@@ -164,8 +165,8 @@ class SweepPlan:
 # Ladders
 # --------------------------------------------------------------------------------------------
 
-# (n_layer, d_model) of the CPU ladder: N = 12 L d^2 = 6.1e3 ... 3.1e5, heads of width 16.
-CPU_LADDER = ((2, 16), (2, 32), (2, 48), (3, 64), (4, 80))
+# (n_layer, d_model) of the CPU ladder: N = 12 L d^2 = 6.1e3 ... 7.9e5, heads of width 16 (8 at d 24).
+CPU_LADDER = ((2, 16), (2, 24), (2, 32), (2, 48), (3, 64), (4, 80), (4, 96), (4, 128))
 QUICK_LADDER = ((2, 16), (2, 24), (2, 32), (2, 48), (3, 64))
 # model.presets names of the GPU ladder (2.5e4 ... 8.5e7 non-embedding parameters).
 GPU_LADDER = ("ladder-25k", "ladder-98k", "ladder-197k", "ladder-786k", "ladder-3m", "ladder-14m",

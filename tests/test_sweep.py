@@ -61,7 +61,8 @@ def test_default_plans():
     cpu = sw.build_plan("cpu")
     lad = [r for r in cpu.runs if r.kind == "ladder"]
     Ns = [param_counts(r.model).nonembedding for r in lad]
-    assert len(lad) >= 5 and Ns == sorted(Ns) and len(set(Ns)) == len(Ns)
+    assert len(lad) >= 7 and Ns == sorted(Ns) and len(set(Ns)) == len(Ns)
+    assert math.log10(max(Ns) / min(Ns)) >= 2            # at least two decades of N
     assert len({r.name for r in cpu.runs}) == len(cpu.runs)
     assert all(r.model.n_layer >= 2 for r in lad)  # one-layer models stay out of the fits
     lrs = [r.train.lr for r in lad]

@@ -34,12 +34,13 @@ TABLES_LOCK = "tables.lock"   # in the sweep folder: whoever rewrites curves.csv
 
 
 def whoami(role: str = "") -> dict:
-    """What a holder writes into its lock file."""
+    """What a holder writes into its lock file: host, pid, Slurm job, role, the sixn command it
+    works for ($SIXN_COMMAND in a launcher's worker processes) and since when."""
     job = os.environ.get("SLURM_ARRAY_JOB_ID")
     job = f"{job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if job and "SLURM_ARRAY_TASK_ID" in os.environ \
         else os.environ.get("SLURM_JOB_ID")
     return {"host": socket.gethostname(), "pid": os.getpid(), "slurm_job": job, "role": role,
-            "command": " ".join(["sixn", *sys.argv[1:]]) if sys.argv else "",
+            "command": os.environ.get("SIXN_COMMAND") or " ".join(["sixn", *sys.argv[1:]]),
             "since": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
 
 

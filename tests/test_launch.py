@@ -15,7 +15,7 @@ import pytest
 
 from sixn.bench.cli import main
 from sixn.bench.results import read_csv_rows
-from sixn.scaling import claims
+from sixn.scaling import claims, launch
 from sixn.scaling import sweep as sw
 from sixn.scaling.train import load_checkpoint
 
@@ -76,7 +76,7 @@ def test_claims_conflict_and_die_with_their_holder(tmp_path):
     # a holder that is SIGKILLed lets go at once: no stale claim
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
-        from sixn.scaling import claims
+        from sixn.scaling import claims, launch
         c = claims.try_claim({str(tmp_path / 'other.lock')!r}, "train")
         print("held", flush=True)
         time.sleep(60)
@@ -92,6 +92,24 @@ def test_claims_conflict_and_die_with_their_holder(tmp_path):
 # --------------------------------------------------------------------------------------------
 # Local workers
 # --------------------------------------------------------------------------------------------
+
+def test_device_slots_share_out_cores_and_gpus(monkeypatch):
+    monkeypatch.setattr(launch, "usable_cpus", lambda: [0, 1])
+    assert launch.device_slots("cpu", None, 1) == [{"gpus": [], "cpus": [0]}, {"gpus": [], "cpus": [1]}]
+    assert launch.device_slots("cpu", None, 2) == [{"gpus": [], "cpus": [0, 1]}]
+    assert [s["cpus"] for s in launch.device_slots("cpu", 3, 1)] == [[0], [1], [0]]
+    monkeypatch.setattr(launch, "usable_cpus", lambda: list(range(16)))
+    monkeypatch.setattr(launch.torch.cuda, "device_count", lambda: 8)
+    slots = launch.device_slots("cuda", None, 2)
+    assert len(slots) == 4
+    gpus = [g for s in slots for g in s["gpus"]]
+    cpus = [c for s in slots for c in s["cpus"]]
+    assert sorted(gpus) == list(range(8)) and sorted(cpus) == list(range(16))  # disjoint, all used
+    with pytest.raises(launch.LaunchError, match="needs 10 GPUs"):
+        launch.device_slots("cuda", 5, 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,4,5,6,7,8,9,10")
+    assert launch._worker_env(slots[1], 1)["CUDA_VISIBLE_DEVICES"] == "5,6"
+
 
 @pytest.mark.slow
 def test_two_workers_give_the_same_runs_as_one(texts, tmp_path, capsys):
@@ -136,6 +154,7 @@ def test_killed_worker_and_a_second_command(texts, tmp_path, capsys):
     assert len(err) == 1 and "is being run by pid" in err[0] and str(first.pid) in err[0], err
     run_dir, pid = _wait_for(mid_run, what="a run mid-way")
     os.kill(pid, signal.SIGSTOP)    # frozen, still holding its claim: its files stay as they are
+    assert len(os.sched_getaffinity(pid)) == 1    # a worker is pinned to one core
     # the checkpoint is that of the last logged row, or of the one before when the kill comes
     # between a row and its checkpoint (that row is dropped on resume): at most one interval lost
     ckpt = run_dir / "ckpt.pt"
@@ -225,3 +244,20 @@ def test_time_budget_leaves_runs_for_a_resume(texts, tmp_path, capsys):
     not_run = json.loads((out / "not_run.json").read_text())["runs"]
     assert sorted(not_run) == sorted(r["name"] for r in sw.sweep_status(out))
     assert all(r["state"] == "new" for r in sw.sweep_status(out))
+
+
+@pytest.mark.gpu
+def test_gpu_workers_and_nccl_runs_match_one(texts, tmp_path, capsys):
+    """On GPUs: one worker per GPU, and (with two GPUs) a run DDP over NCCL, against one worker."""
+    import torch
+    gpu = ("--device", "cuda", "--preset-set", "cpu")
+    assert main(_args(texts, tmp_path / "one", *gpu, "--workers", "1")) == 0
+    assert main(_args(texts, tmp_path / "all", *gpu)) == 0
+    one, every = _final_losses(tmp_path / "one"), _final_losses(tmp_path / "all")
+    assert one.keys() == every.keys()
+    assert all(every[k] == pytest.approx(one[k], rel=1e-4) for k in one)
+    if torch.cuda.device_count() >= 2:
+        assert main(_args(texts, tmp_path / "ddp", *gpu, "--workers", "1", "--gpus-per-run", "2")) == 0
+        ddp = _final_losses(tmp_path / "ddp")
+        assert all(ddp[k] == pytest.approx(one[k], rel=1e-3) for k in one)
+        assert all(a["processes"] == 2 for n in ddp for a in sw.attempts(tmp_path / "ddp" / "runs" / n))

@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -91,3 +92,34 @@ def test_unknown_partition_is_one_line(texts, tmp_path, capsys):
     assert main(_args(texts, tmp_path / "p", "--launcher", "slurm", "--partition", "no-such-part")) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--partition no-such-part: no such partition" in err[0], err
+
+
+def test_cancelled_task_resumes_from_its_checkpoint_on_resubmission(texts, tmp_path, capsys):
+    """scancel a task mid-run: --status calls the run failed; resubmitting resumes it from its
+    checkpoint, and the results equal an uninterrupted local run."""
+    from sixn.scaling import launch, sweep as sw
+    sl = tmp_path / "c"
+    args = ["scale", "--quick", "--sizes", "2x32", "--steps", "600", "--corpus", str(texts),
+            "--no-fit", "--no-progress"]
+    assert main(args + ["--out", str(sl), "--launcher", "slurm", "--time", "10"]) == 0
+    (job,) = [v["job_id"] for v in json.loads((sl / "slurm.json").read_text())["runs"].values()]
+    run_dir, end = None, time.monotonic() + 300
+    while time.monotonic() < end:
+        run_dir = next((sl / "runs").glob("*"), None) if (sl / "runs").exists() else None
+        if run_dir and (run_dir / "ckpt.pt").exists() and not (run_dir / "done.json").exists():
+            break
+        time.sleep(0.1)
+    subprocess.run(["scancel", job], check=True, timeout=60)
+    while launch.live_jobs(sl) and time.monotonic() < end:
+        time.sleep(0.5)
+    assert not (run_dir / "done.json").exists()
+    capsys.readouterr()
+    assert main(["scale", "--status", "--json", "--out", str(sl)]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["state"] == "failed" and job in row["error"]
+    assert main(args + ["--out", str(sl), "--launcher", "slurm", "--wait", "--time", "10"]) == 0
+    att = sw.attempts(run_dir)
+    assert len(att) == 2 and att[1]["logged_step"] > 0 and att[1]["slurm_job"] != att[0]["slurm_job"]
+    assert main(args + ["--out", str(tmp_path / "local"), "--workers", "1"]) == 0
+    got, ref = _curves(sl), _curves(tmp_path / "local")
+    assert got.keys() == ref.keys() and all(abs(got[k] - ref[k]) <= 1e-6 for k in ref)

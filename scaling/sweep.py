@@ -54,7 +54,7 @@ import torch
 from tqdm import tqdm
 
 from sixn.bench.errors import CorruptFile
-from sixn.bench.results import (device_slug, provenance, read_json, read_rows,
+from sixn.bench.results import (clean_stale_temps, device_slug, provenance, read_json, read_rows,
                                results_root, write_csv, write_csv_rows, write_json)
 from sixn.model.config import GPTConfig
 from sixn.model.flops import flops_per_token, param_counts
@@ -570,6 +570,7 @@ def prepare_sweep(plan: SweepPlan | str | None, out_dir: str | Path | None, devi
             "runs": [r.to_dict() for r in runs]}, prov)
         for r in runs:
             (sweep_dir / "runs" / r.name / "failed.json").unlink(missing_ok=True)
+        clean_stale_temps(sweep_dir)   # left by a command killed while it wrote a table
         check_runs(sweep_dir, runs, repair)
     except BaseException:
         lock.release()

@@ -28,7 +28,7 @@ fit's warnings (scaling.fitting.assess) are collected under "warnings".
 
 from __future__ import annotations
 
-import json
+import csv
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +36,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from sixn.bench.results import write_csv, write_json
+from sixn.bench.errors import CorruptFile
+from sixn.bench.results import read_json, write_csv, write_json
 from sixn.model.flops import params_from_compute
 from sixn.scaling.chinchilla import fit_chinchilla
 from sixn.scaling.compute_optimal import (ComputeOptimal, IsoflopError, IsoflopRuns, approach1,
@@ -97,8 +98,9 @@ def load_sweep_tables(sweep_dir: str | Path) -> SweepTables:
     cpath, spath = sweep / "curves.csv", sweep / "summary.csv"
     if not cpath.exists() and not spath.exists():
         raise ValueError(f"{sweep}: neither curves.csv nor summary.csv found; run `sixn scale` first")
-    curves = read_table(cpath) if cpath.exists() else None
-    summary = read_table(spath) if spath.exists() else summary_from_curves(curves)
+    curves = read_sweep_table(cpath, CURVES_NUMERIC) if cpath.exists() else None
+    summary = (read_sweep_table(spath, SUMMARY_NUMERIC) if spath.exists()
+               else summary_from_curves(curves))
     excluded = diverged_runs(sweep)
     if excluded:  # a diverged run's partial curve is not a learning curve of the law
         gone = np.array([e["run"] for e in excluded])
@@ -109,12 +111,47 @@ def load_sweep_tables(sweep_dir: str | Path) -> SweepTables:
         found |= set(present_conventions(curves))
     meta = {}
     if (sweep / "sweep.json").exists():
-        try:
-            meta = json.loads((sweep / "sweep.json").read_text())
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{sweep / 'sweep.json'}: cannot be read as JSON: {e}") from None
+        meta = read_json(sweep / "sweep.json", what="the sweep's plan", remedy=TABLE_REMEDY)
     return SweepTables(sweep, curves, summary, [c for c in CONVENTION_COLUMNS if c in found], meta,
                        excluded)
+
+
+# Columns of the sweep tables that hold numbers in every row sixn writes.
+CURVES_NUMERIC = ("step", "tokens", "val_loss", "N")
+SUMMARY_NUMERIC = ("N", "D", "val_loss")
+TABLE_REMEDY = ("rerun the sweep's `sixn scale` command: it rewrites the tables from the runs' "
+                "logs (runs/<run>/log.csv)")
+
+
+def read_sweep_table(path: Path, numeric: tuple[str, ...]) -> Table:
+    """A sweep table (tables.read_table), checked: CorruptFile naming the file when it is not a
+    CSV table or a column of `numeric` holds something that is not a number (a cut or edited
+    file; the sweep rewrites its tables from the runs' logs)."""
+    try:
+        with open(path, newline="") as f:
+            widths = [len(row) for row in csv.reader(f) if row]
+        short = next((i for i, w in enumerate(widths[1:], start=2) if w != widths[0]), None)
+        if short is not None:   # tables are written whole: a row of another width is damage
+            raise CorruptFile(path, f"line {short} has {widths[short - 1]} fields, the header "
+                                    f"{widths[0]} (the table was cut or edited)", TABLE_REMEDY)
+        t = read_table(path)
+    except (ValueError, UnicodeDecodeError, csv.Error) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+        raise CorruptFile(path, f"not a readable CSV table ({first})", TABLE_REMEDY) from None
+    for c in numeric:
+        if c in t and t[c].dtype.kind != "f":
+            cells = np.asarray(t[c]).astype(str)
+            bad = [i for i, v in enumerate(cells) if not _is_number(v)] or [0]
+            raise CorruptFile(path, f"column {c!r} holds {cells[bad[0]]!r} at data row "
+                                    f"{bad[0] + 1} where a number belongs", TABLE_REMEDY)
+    return t
+
+
+def _is_number(v: str) -> bool:
+    try:
+        return math.isfinite(float(v))
+    except ValueError:
+        return v.strip() == ""
 
 
 def diverged_runs(sweep: Path) -> list[dict]:

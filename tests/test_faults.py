@@ -527,3 +527,61 @@ def test_two_sweeps_started_at_once_on_one_folder(texts, tmp_path, finished_swee
     for rd in (out / "runs").iterdir():
         assert len(sw.attempts(rd)) == 1, rd          # each run trained once
     assert _sweep_curves(out) == finished_sweep[1]    # and the curves are one sweep's
+
+
+def test_a_damaged_sweep_table_is_named_and_the_next_sweep_rewrites_it(texts, finished_sweep,
+                                                                      tmp_path, capsys):
+    from sixn.scaling.sweep_fits import fit_sweep
+    out, runs, curves = _copy(finished_sweep, tmp_path)
+    text = (out / "curves.csv").read_text()
+    (out / "curves.csv").write_text(text[: len(text) // 2])   # cut mid-row from outside
+    with pytest.raises(CorruptFile, match=r"curves\.csv: line \d+ has \d+ fields, the header \d+ "
+                                          r"\(the table was cut or edited\); rerun the sweep's"):
+        fit_sweep(out, n_boot=0, write=False)
+    assert _scale(texts, out) == 0      # nothing to train: the tables are rewritten from the logs
+    assert _sweep_curves(out) == curves
+
+
+def test_a_kill_at_each_write_of_the_sweep_tables_leaves_them_whole(finished_sweep, tmp_path,
+                                                                    monkeypatch):
+    """finish_sweep (curves.csv, summary.csv, experiments.json, fits.json, fits.csv) cut off at
+    each rename in turn: every file is still there and readable, no temporary file is left, and
+    an uninterrupted finish gives the fits of the first one."""
+    import json
+    from sixn.scaling import launch
+    from sixn.scaling import sweep as sw
+    from sixn.scaling.tables import read_table
+    out, _, _ = _copy(finished_sweep, tmp_path)
+    monkeypatch.setattr(launch, "plot_sweep", lambda *a, **k: [])   # plots are not data
+    sweep = sw.load_sweep(out)
+    launch.finish_sweep(sweep, fit=True, progress=False)
+    ref = json.loads((out / "fits.json").read_text())
+    real, k = os.replace, 0
+    while True:
+        names = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+        calls = {"n": 0}
+
+        def replace(src, dst, _k=k, _calls=calls):
+            if _calls["n"] == _k:
+                raise Kill
+            _calls["n"] += 1
+            return real(src, dst)
+        monkeypatch.setattr(os, "replace", replace)
+        try:
+            launch.finish_sweep(sweep, fit=True, progress=False)
+            killed = False
+        except Kill:
+            killed = True
+        monkeypatch.setattr(os, "replace", real)
+        if not killed:
+            break
+        now = {p.name for p in out.iterdir() if p.is_file()}
+        assert set(names) <= now and not [n for n in now if n.endswith(".tmp")], k
+        for name in ("curves.csv", "summary.csv"):
+            assert read_table(out / name)["val_loss"].dtype.kind == "f"
+        for name in ("fits.json", "experiments.json", "sweep.json"):
+            json.loads((out / name).read_text())
+        k += 1
+    assert k >= 5
+    got = json.loads((out / "fits.json").read_text())
+    assert got["by_convention"] == ref["by_convention"] and got["independent"] == ref["independent"]

@@ -60,7 +60,8 @@ from sixn.bench.cli import CLIError
 from sixn.bench.errors import CorruptFile
 from sixn.bench.counters import ncu
 from sixn.bench.report_md import Figures, format_value, lookup, write_report  # noqa: F401  (re-exported)
-from sixn.bench.results import device_slug, provenance, read_json, results_root, write_json
+from sixn.bench.results import (clean_stale_temps, device_slug, provenance, read_json, results_root,
+                               write_json)
 
 STAGES = ("flops", "check", "kernels", "bench", "validate", "scaling")
 GPU_ONLY = ("check", "kernels")
@@ -582,6 +583,7 @@ def run(args: argparse.Namespace) -> int:
                  "plan": [p.to_dict() for p in plans]}
     prov = provenance(device)
     state_path = folder / "stages.json"
+    clean_stale_temps(folder)   # left by a report killed while it wrote report.md or stages.json
     old = read_stages(state_path, restart=args.restart)
     state = old.get("stages", {})
     old_plan = old.get("plan", {})

@@ -23,6 +23,13 @@ from test_ncu import LIBRARY_NOT_LOADED, _fake_provenance, fake_ncu  # noqa: F40
 # The plan
 # ------------------------------------------------------------------------------------------------
 
+@pytest.fixture(autouse=True)
+def _fresh_process(monkeypatch):
+    """A report's budget counts from its process's start: here the process is the whole test
+    session, so each test plans as a command started just now would."""
+    monkeypatch.setattr(rep, "process_age_s", lambda: 0.0)
+
+
 def _dry_run(capsys, *argv) -> dict:
     assert main(["report", "--dry-run", "--json", *argv]) == 0
     return json.loads(capsys.readouterr().out)

@@ -51,7 +51,7 @@ from typing import Callable, Iterable
 
 ROW_PREFIX = "AOT-ROW "        # the child's stdout lines carrying one JSON row each
 INFO_PREFIX = "AOT-INFO "      # the child's line with versions and coverage
-KERNEL_MODULES = ("sixn.kernels.attention", "sixn.kernels.mlp")
+KERNEL_MODULES = ("sixn.kernels.attention", "sixn.kernels.mlp", "sixn.kernels.swiglu")
 CHILD_TIMEOUT_S = 3600
 
 
@@ -77,20 +77,26 @@ ROW_KEYS = ("kernel", "config", "dtype", "shape_class", "ok", "registers", "spil
 
 @dataclass(frozen=True)
 class AotCase:
-    """One call of sixn's ops: attention dims (B, H, T, D, causal) or mlp dims (M, N, K, bias,
-    recompute); layout "model" gives attention the views of one (B, T, 3 H D) projection that
-    model.gpt passes (strided, offset q, k, v)."""
+    """One call of sixn's ops: attention dims (B, H, T, D, causal[, H_kv, window]), mlp dims (M, N,
+    K, bias, recompute) or swiglu dims (M, N, K, bias); layout "model" gives attention the views of
+    one (B, T, 3 H D) projection that model.gpt passes (strided, offset q, k, v); `only` keeps the
+    launches of these kernels."""
     family: str
     dtype: str
     shape_class: str
     dims: tuple
     layout: str = "contiguous"
+    only: tuple[str, ...] | None = None
 
     @property
     def key(self) -> str:
         if self.family == "attention":
-            B, H, T, D, causal = self.dims
-            shape = f"B{B} H{H} T{T} D{D} {'causal' if causal else 'full'}"
+            B, H, T, D, causal, Hk, window = (*self.dims, self.dims[1], 0)[:7]
+            shape = (f"B{B} H{H} T{T} D{D} {'causal' if causal else 'full'}"
+                     + (f" H_kv{Hk}" if Hk != H else "") + (f" window{window}" if window else ""))
+        elif self.family == "swiglu":
+            M, N, K, bias = self.dims
+            shape = f"M{M} N{N} K{K}" + ("" if bias else " no-bias")
         else:
             M, N, K, bias, rec = self.dims
             shape = f"M{M} N{N} K{K}" + ("" if bias else " no-bias") + (" recompute" if rec else "")
@@ -99,10 +105,10 @@ class AotCase:
 
 def aot_cases(subset: str = "all") -> list[AotCase]:
     """The cases compiled for `subset`: "all" or "ci" (a few representative ones)."""
-    if subset == "ci":
-        return [AotCase("mlp", "bf16", "even", (16384, 3072, 768, True, False)),
-                AotCase("mlp", "bf16", "ragged-K", (4096, 128, 32, True, False)),
-                AotCase("attention", "bf16", "even", (2, 4, 1024, 64, True))]
+    if subset == "ci":  # about 20 s of compiling on one core
+        return [AotCase("attention", "bf16", "even", (2, 4, 1024, 64, True)),
+                AotCase("mlp", "bf16", "even", (16384, 3072, 768, True, False)),
+                AotCase("attention", "bf16", "padded-D", (2, 4, 1024, 40, True), only=("_attn_fwd",))]
     if subset != "all":
         raise ValueError(f"unknown AOT subset {subset!r}; supported: all, ci")
     cases = []
@@ -114,6 +120,7 @@ def aot_cases(subset: str = "all") -> list[AotCase]:
                 cases.append(AotCase("attention", dt, cls, (2, 4, T, D, causal)))
         for M, N, K, cls in ((16384, 3072, 768, "even"), (4092, 3072, 768, "ragged-M"),
                              (17, 3072, 768, "small-M"), (4096, 128, 32, "ragged-K"),
+                             (17, 160, 40, "small-M,ragged-K,N"),
                              (4096, 160, 40, "ragged-K,N"), (4000, 6400, 1600, "ragged-M,K")):
             cases.append(AotCase("mlp", dt, cls, (M, N, K, True, False)))
     for D, cls in ((16, "even"), (32, "even")):
@@ -122,6 +129,16 @@ def aot_cases(subset: str = "all") -> list[AotCase]:
               AotCase("attention", "bf16", "ragged-T", (8, 12, 1000, 64, True), layout="model"),
               AotCase("mlp", "bf16", "even", (16384, 3072, 768, False, False)),
               AotCase("mlp", "bf16", "even", (16384, 3072, 768, True, True))]
+    # grouped-query and sliding-window attention, the gated (SwiGLU) MLP of the modern presets
+    for dt in ("bf16", "fp16"):
+        for D, T, cls in ((64, 1024, "even"), (128, 1024, "even"), (128, 1000, "ragged-T")):
+            cases.append(AotCase("attention", dt, cls + ",GQA", (2, 8, T, D, True, 2, 0)))
+            cases.append(AotCase("attention", dt, cls + ",window", (2, 8, T, D, True, 8, 256)))
+    for dt in ("bf16", "fp16", "fp32"):
+        for M, N, K, cls in ((16384, 2816, 1024, "even"), (4092, 2816, 1024, "ragged-M"),
+                             (4096, 160, 40, "ragged-K,N"), (17, 2816, 1024, "small-M")):
+            cases.append(AotCase("swiglu", dt, cls, (M, N, K, False)))
+        cases.append(AotCase("swiglu", dt, "even", (16384, 2816, 1024, True)))
     return cases
 
 
@@ -201,15 +218,21 @@ def _call_case(case: AotCase) -> None:
     dt = to_dtype(case.dtype)
     empty = lambda *shape: torch.empty(shape, device="cuda", dtype=dt)  # noqa: E731
     if case.family == "attention":
-        B, H, T, D, causal = case.dims
+        B, H, T, D, causal, Hk, window = (*case.dims, case.dims[1], 0)[:7]
         if case.layout == "model":  # as model.gpt splits its fused QKV projection
             qkv = empty(B, T, 3 * H * D)
             q, k, v = (t.view(B, T, H, D).transpose(1, 2) for t in qkv.split(H * D, dim=-1))
         else:
-            q, k, v = empty(B, H, T, D), empty(B, H, T, D), empty(B, H, T, D)
+            q, k, v = empty(B, H, T, D), empty(B, Hk, T, D), empty(B, Hk, T, D)
         scale = 1.0 / D ** 0.5
-        out, lse = torch.ops.sixn.attention_fwd(q, k, v, causal, scale)
-        torch.ops.sixn.attention_bwd(empty(B, H, T, D), q, k, v, out, lse, None, causal, scale)
+        out, lse = torch.ops.sixn.attention_fwd(q, k, v, causal, scale, window)
+        torch.ops.sixn.attention_bwd(empty(B, H, T, D), q, k, v, out, lse, None, causal, scale, window)
+    elif case.family == "swiglu":
+        M, N, K, bias = case.dims
+        x, wg, wu = empty(M, K), empty(N, K), empty(N, K)
+        bg, bu = (empty(N), empty(N)) if bias else (None, None)
+        _, g, u = torch.ops.sixn.swiglu_fwd(x, wg, wu, bg, bu)
+        torch.ops.sixn.swiglu_bwd(empty(M, N), g, u, x, wg, wu, bias)
     elif case.family == "mlp":
         M, N, K, bias, recompute = case.dims
         x, w = empty(M, K), empty(N, K)
@@ -217,7 +240,7 @@ def _call_case(case: AotCase) -> None:
         _, z = torch.ops.sixn.linear_gelu_fwd(x, w, b, recompute)
         torch.ops.sixn.linear_gelu_bwd(empty(M, N), x, w, b, z, recompute)
     else:
-        raise ValueError(f"unknown AOT case family {case.family!r}; supported: attention, mlp")
+        raise ValueError(f"unknown AOT case family {case.family!r}; supported: attention, mlp, swiglu")
 
 
 def record(case: AotCase) -> list[Launch]:
@@ -371,14 +394,17 @@ def launch_key(launch: Launch, arch: Arch) -> str:
 # --------------------------------------------------------------------------------------------
 
 def compile_cases(cases: Iterable[AotCase], arch: Arch, emit: Callable[[dict], None],
-                  compile_fn: Callable[[Launch, Arch], dict] = compile_launch) -> list[dict]:
+                  compile_fn: Callable[[Launch, Arch], dict] = compile_launch,
+                  record_fn: Callable[[AotCase], list[Launch]] = record,
+                  key_fn: Callable[[Launch, Arch], str] | None = None) -> list[dict]:
     """Record every case, then compile each distinct launch once; emit(row) as each is done. A case
     that cannot be recorded is an error row; nothing stops the others."""
+    key_fn = key_fn or launch_key
     distinct: dict[str, dict] = {}
     rows = []
     for case in cases:
         try:
-            launches = record(case)
+            launches = [la for la in record_fn(case) if case.only is None or la.kernel in case.only]
         except Exception as e:
             row = {k: None for k in ROW_KEYS}
             row.update(kernel=f"({case.family} launchers)", dtype=case.dtype, arch=arch.name,
@@ -388,7 +414,7 @@ def compile_cases(cases: Iterable[AotCase], arch: Arch, emit: Callable[[dict], N
             emit(row)
             continue
         for launch in launches:
-            key = launch_key(launch, arch)
+            key = key_fn(launch, arch)
             entry = distinct.setdefault(key, {"launch": launch, "cases": [], "classes": []})
             entry["cases"].append(case.key)
             if case.shape_class not in entry["classes"]:

@@ -389,12 +389,15 @@ def format_table(rows: list[dict], ratio_rows: list[dict]) -> str:
 # Correctness on the GPU (--check): the kernels against float64 PyTorch references
 # ------------------------------------------------------------------------------------------------
 
-# Awkward shapes first: ragged T, padded head dims, short sequences, ragged and small GEMMs.
-CHECK_ATTENTION = (AttnCase(2, 4, 1023, 64, True), AttnCase(1, 3, 17, 40, True),
-                   AttnCase(2, 2, 1000, 128, False), AttnCase(1, 2, 2048, 96, True),
-                   AttnCase(1, 2, 300, 16, False), AttnCase(4, 12, 1024, 64, True))
-CHECK_MLP = ((4 * 1023, 3072, 768), (17, 3072, 768), (4096, 128, 32), (1000, 160, 40),
-             (16384, 3072, 768))
+# In the order they run (a time budget keeps the first): the awkward shapes first (ragged T,
+# padded head dims, short sequences, ragged and small GEMMs), attention and MLP alternating, then
+# even ones; all in bf16, then fp16, then fp32.
+CHECK_CASES = (("attention", AttnCase(2, 4, 1023, 64, True)), ("mlp", (4 * 1023, 3072, 768)),
+               ("attention", AttnCase(1, 3, 17, 40, True)), ("mlp", (17, 3072, 768)),
+               ("attention", AttnCase(2, 2, 1000, 128, False)), ("mlp", (4096, 128, 32)),
+               ("attention", AttnCase(1, 2, 2048, 96, True)), ("mlp", (1000, 160, 40)),
+               ("attention", AttnCase(1, 2, 300, 16, False)), ("mlp", (16384, 3072, 768)),
+               ("attention", AttnCase(4, 12, 1024, 64, True)))
 CHECK_DTYPES = ("bf16", "fp16", "fp32")
 
 
@@ -662,8 +665,7 @@ def _run_check(args) -> int:
     dev = torch.device("cuda")
     prov = provenance(dev)
     out_dir = _out_dir(args)
-    items = ([("attention", c, dt) for dt in CHECK_DTYPES for c in CHECK_ATTENTION]
-             + [("mlp", mnk, dt) for dt in CHECK_DTYPES for mnk in CHECK_MLP])
+    items = [(fam, c, dt) for dt in CHECK_DTYPES for fam, c in CHECK_CASES]
     done: list[dict] = []
 
     def summary(complete: bool, skipped: list[str]) -> dict:
@@ -780,9 +782,8 @@ def _run_aot(args) -> int:
     prov = provenance("cpu", command=None)
     state: dict = {"info": {}, "rows": [], "stem": None}
 
-    def stem() -> Path:
-        ver = state["info"].get("triton", "unknown")
-        return out_dir / f"aot-{args.aot}-triton-{ver}"
+    def path(suffix: str) -> Path:  # aot-sm_90-triton-3.6.0.csv
+        return out_dir / f"aot-{args.aot}-triton-{state['info'].get('triton', 'unknown')}{suffix}"
 
     def on_info(info: dict) -> None:
         state["info"] = info
@@ -792,7 +793,7 @@ def _run_aot(args) -> int:
 
     def on_row(row: dict) -> None:
         state["rows"].append(row)
-        write_csv(stem().with_suffix(".csv"), state["rows"], prov)
+        write_csv(path(".csv"), state["rows"], prov)
         spill = "" if not row.get("spill_bytes") else f", SPILLS {row['spill_bytes']} B"
         _progress(f"{len(state['rows'])}: {row['kernel']} {row.get('dtype')} {row.get('shape_class')}: "
                   + (f"{row['registers']} regs, {row['shared_bytes']} B shared{spill}" if row["ok"]
@@ -807,12 +808,12 @@ def _run_aot(args) -> int:
         raise CLIError(f"--aot: the compile process reported nothing: "
                        f"{rows[-1]['error'] if rows else 'no output'}")
     summary = aot_summary(info, rows, complete=True)
-    write_json(stem().with_suffix(".json"), summary, prov)
+    write_json(path(".json"), summary, prov)
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
         print(format_aot(summary))
-        print(f"\nrows: {stem().with_suffix('.csv')}; summary {stem().with_suffix('.json')}")
+        print(f"\nrows: {path('.csv')}; summary {path('.json')}")
     return 0 if summary["all_ok"] and not summary["kernels_not_covered"] else 1
 
 

@@ -117,13 +117,18 @@ def kernel_config(T: int, head_dim: int, dtype: torch.dtype, device) -> Attentio
         # Triton interpreter: small tiles keep the CPU tests fast and exercise several tiles per
         # row; unequal block_m / block_n exercise the general causal rule.
         return AttentionConfig(tiles(32, 16), tiles(16, 32), tiles(32, 16))
-    # H100 (sm_90). Not autotuned (no GPU was at hand): chosen so that, compiled for sm_90 with
-    # triton 3.9 and contiguous inputs, no kernel spills registers (ptxas resource usage), with
-    # the Triton tutorial's Hopper shapes where they fit. 16-bit: wgmma tensor-core products.
-    # fp32 runs IEEE products on the CUDA cores (slow, exact), hence its small tiles.
+    # H100 / H200 (sm_90). Not autotuned (no GPU was at hand): chosen so that every configuration
+    # compiles for sm_90 without spilling registers, checked offline with Triton's compiler and
+    # ptxas (`sixn kernels --aot sm_90`, triton 3.6 and 3.9), with the Triton tutorial's Hopper
+    # shapes where they fit. 16-bit: wgmma tensor-core products. fp32 runs IEEE products on the
+    # CUDA cores (slow, exact), hence its small tiles. Warps and stages never change the tiles,
+    # so never the executed FLOPs (attention_exec).
+    padded = head_dim != bd
     if dtype == torch.float32:
-        if bd <= 64:
-            fwd, dkdv, dq = tiles(64, 32, 8, 2), tiles(16, 32, 8, 2), tiles(32, 32, 4, 2)
+        if bd <= 64:  # 4-warp dQ and 8-warp dK/dV spill on ragged T (and dQ on padded D)
+            fwd, dkdv, dq = tiles(64, 32, 8, 2), tiles(16, 32, 4, 2), tiles(32, 32, 8, 2)
+            if padded:  # 64 x 32 spills 80 B with the head-dim masks
+                fwd = tiles(64, 16, 8, 2)
         elif bd == 128:
             fwd, dkdv, dq = tiles(32, 16, 8, 2), tiles(16, 16, 8, 2), tiles(32, 16, 8, 2)
         else:
@@ -131,15 +136,21 @@ def kernel_config(T: int, head_dim: int, dtype: torch.dtype, device) -> Attentio
     else:
         if bd <= 64:
             fwd, dkdv, dq = tiles(128, 64, 4, 3), tiles(32, 128, 8, 3), tiles(128, 32, 4, 4)
-        elif bd == 128:
-            fwd, dkdv, dq = tiles(128, 64, 8, 3), tiles(32, 64, 8, 3), tiles(64, 32, 4, 3)
+            if padded:  # the head-dim masks hold more registers: 4 warps spill 300-900 B
+                fwd, dq = tiles(128, 64, 8, 3), tiles(128, 32, 8, 4)
+        elif bd == 128:  # dK/dV 32 x 64 spills 100-150 B with grouped heads (GQA)
+            fwd, dkdv, dq = tiles(128, 64, 8, 3), tiles(32, 32, 8, 3), tiles(64, 32, 4, 3)
         else:
             fwd, dkdv, dq = tiles(64, 16, 8, 2), tiles(32, 32, 8, 2), tiles(32, 16, 8, 2)
-    # Short sequences: no block larger than the sequence (rounded up to a power of two >= 16).
+    # Short sequences: no block larger than the sequence (rounded up to a power of two >= 16);
+    # a tile clamped to 32 x 32 or less runs with at most 4 warps (8 spill on it).
     cap = _pow2_at_least(T)
 
     def clamp(p: Tiles) -> Tiles:
-        return dataclasses.replace(p, block_m=min(p.block_m, cap), block_n=min(p.block_n, cap))
+        bm, bn = min(p.block_m, cap), min(p.block_n, cap)
+        shrunk = (bm, bn) != (p.block_m, p.block_n)
+        warps = min(p.num_warps, 4) if shrunk and bm * bn <= 32 * 32 else p.num_warps
+        return dataclasses.replace(p, block_m=bm, block_n=bn, num_warps=warps)
 
     return AttentionConfig(clamp(fwd), clamp(dkdv), clamp(dq))
 

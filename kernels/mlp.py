@@ -81,21 +81,35 @@ def linear_gelu_config(M: int, N: int, K: int, dtype: torch.dtype,
     """The tiles the kernels are launched with for this problem (a fixed table, no autotuning).
 
     Interpreter (CPU): 32 x 32 x 32 everywhere, small enough for quick tests.
-    CUDA (tuned for H100): 128 x 128 output tiles, reduction block 64 (16-bit) or 32 (fp32, whose
-    tiles take twice the shared memory), 8 warps, 3 pipeline stages; 64-row tiles with 4 warps when
-    M <= 64, where a 128-row tile would be mostly padding."""
+    CUDA (chosen for H100 / H200, not autotuned): 128 x 128 output tiles, 8 warps, 3 pipeline
+    stages; when M <= 64, where a 128-row tile would be mostly padding, 64-row tiles with 4 warps
+    (fp32: 8, and 2 stages for dX) and 128 x 64 dW tiles with 2 stages (its loop over M runs at
+    most twice). Reduction block 64 for 16-bit inputs, 32 for fp32 (whose tiles take twice the
+    shared memory) and for a ragged reduction (K for the forward, N for dX, M for dW not a
+    multiple of 64): there the masked loads of a 64-deep block spill registers on sm_90 (up to
+    1.3 KB per thread with triton 3.6's ptxas). Every configuration is checked offline with
+    `sixn kernels --aot sm_90`. The tiles, padding included, are the executed-FLOP spec
+    (linear_gelu_exec), so the count stays exact."""
     check_sizes("linear_gelu", M=M, N=N, K=K)
     check_dtype_supported("linear_gelu", dtype)
     dev = torch.device(device)
     if dev.type != "cuda":
         t = Tiles(32, 32, 32, num_warps=4, num_stages=1)
         return LinearGeluConfig(fwd=t, dx=t, dw=t)
-    red = 32 if dtype == torch.float32 else 64
-    bm, warps = (64, 4) if M <= 64 else (128, 8)
+
+    def red(length: int) -> int:  # the reduction block for a reduction of this length
+        return 32 if dtype == torch.float32 or length % 64 else 64
+
+    small = M <= 64
+    fp32 = dtype == torch.float32
+    bm = 64 if small else 128
+    warps = 4 if small and not fp32 else 8  # fp32 64-row dX spills with 4 warps
     return LinearGeluConfig(
-        fwd=Tiles(bm, 128, red, num_warps=warps, num_stages=3),
-        dx=Tiles(bm, 128, red, num_warps=warps, num_stages=3),
-        dw=Tiles(128, 128, red, num_warps=8, num_stages=3),
+        fwd=Tiles(bm, 128, red(K), num_warps=warps, num_stages=3),
+        dx=Tiles(bm, 128, red(N), num_warps=warps, num_stages=2 if small and fp32 else 3),
+        # M <= 64: dW's loop over M runs once or twice, so 2 stages; 64 columns keep it well
+        # below the register limit (128 x 128 sat at 255 registers and spilled when ragged)
+        dw=Tiles(128, 64 if small else 128, red(M), num_warps=8, num_stages=2 if small else 3),
     )
 
 

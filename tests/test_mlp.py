@@ -244,6 +244,10 @@ def test_tile_table_is_deterministic_and_documented():
     assert (small.fwd.block_m, small.fwd.num_warps, small.dw.block_k) == (64, 4, 64)
     assert linear_gelu_config(8192, 3072, 768, torch.bfloat16, torch.device("cuda", 0)) == \
         linear_gelu_config(8192, 3072, 768, torch.bfloat16, "cuda")
+    # a ragged reduction (K for the forward, N for dX, M for dW) takes a 32-deep block
+    ragged = linear_gelu_exec(4 * 1023, 3072, 40, torch.bfloat16, "cuda")
+    assert (ragged.fwd_tiles, ragged.dx_tiles, ragged.dw_tiles) == (
+        (128, 128, 32), (128, 128, 64), (128, 128, 32))
 
 
 def test_exec_spec_by_backend():

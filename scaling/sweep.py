@@ -691,14 +691,19 @@ def work(sweep: Sweep, names: list[str] | None = None, bar: Progress | None = No
     when it dies, and then the run is resumed here from its checkpoint.
     runner(run) -> state trains a run in other processes (torchrun) that claim it themselves;
     "held" means they found it claimed. Without a runner this process claims and trains.
-    deadline (time.time()): no run is started after it; the rest wait for a resume."""
+    deadline (time.time()): no run is started after it, nor one that would not end by it at the
+    seconds per unit of cost of the last run this worker trained; the rest wait for a resume."""
     todo = [r for r in sweep.pending() if names is None or r.name in names]
     trained: list[str] = []
+    rate = 0.0  # seconds per unit of run cost, of the last run this worker trained
     while todo:
         held = []
         for r in todo:
             if deadline is not None and time.time() > deadline:
                 return trained
+            if deadline is not None and time.time() + rate * r.cost > deadline:
+                continue  # would not finish in time; a cheaper one later may
+            t0 = time.time()
             rd = sweep.run_dir(r)
             if run_finished(rd) or (rd / "failed.json").exists():
                 continue
@@ -717,6 +722,8 @@ def work(sweep: Sweep, names: list[str] | None = None, bar: Progress | None = No
                         continue  # finished by another worker since we looked
                     train_run(sweep, r, bar)
                 collect(sweep.dir, sweep.runs, sweep.prov)
+                if r.cost > 0:
+                    rate = (time.time() - t0) / r.cost
             trained.append(r.name)
         if not wait or not held:
             break

@@ -118,6 +118,15 @@ def test_pack_holds_the_folder_without_checkpoints(tmp_path):
     assert not any(n.endswith(".pt") for n in names)
 
 
+def test_scale_starts_no_run_it_cannot_finish(tmp_path, capsys):
+    rc = main(["scale", "--quick", "--sizes", "1x8", "2x8", "--steps", "3", "--time-budget", "0.001",
+               "--no-progress", "--out", str(tmp_path)])
+    assert rc == 0
+    not_run = json.loads((tmp_path / "not_run.json").read_text())
+    assert len(not_run["runs"]) == 2 and not_run["reason"] == "time budget spent"
+    assert "2 runs not started" in capsys.readouterr().err
+
+
 def test_validate_falls_back_to_dispatch_when_ncu_cannot_count(fake_ncu, tmp_path, monkeypatch):
     """ncu printing LibraryNotLoaded: the validate stage says so and counts with the dispatcher."""
     _fake_provenance(monkeypatch)

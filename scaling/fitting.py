@@ -13,7 +13,8 @@
 - Every fit is checked (assess) and carries its warnings: an exponent that is negative (the loss
   rises where the law says it falls) or implausibly large, fewer than MIN_DOF degrees of freedom
   (points minus parameters: a bootstrap interval on so few is not a measure of anything), and
-  R^2 (log) below R2_WARN. The fit is kept; the warning goes with it into every output.
+  R^2 (log) below R2_WARN, and for a loss that should fall with N or D, a loss that rises from
+  one size to the next (rising). The fit is kept; the warning goes with it into every output.
 """
 
 from __future__ import annotations
@@ -79,6 +80,27 @@ def assess(law: str, params: Mapping[str, float], n: int, r2_log: float) -> list
         out.append(f"R^2 (log) = {r2_log:.3f} is below {R2_WARN:g}: the law explains these data "
                    f"poorly")
     return out
+
+
+RISE_TOL = 0.005         # a loss higher by more than this than at the next smaller x is a rise
+_FALLING = {"L_N": "N", "L_N_E": "N", "L_D": "D"}   # laws of a loss that falls with one variable
+
+
+def rising(law: str, x: np.ndarray, y: np.ndarray) -> list[str]:
+    """A warning where the data of a falling law rise: the loss at a larger x above that at the
+    next smaller one by more than RISE_TOL (a size that trained badly, a run not converged)."""
+    if law not in _FALLING or x.size < 2:
+        return []
+    o = np.argsort(x, kind="stable")
+    xs, ys = x[o], y[o]
+    up = np.flatnonzero(ys[1:] > ys[:-1] * (1 + RISE_TOL))
+    if not up.size:
+        return []
+    v = _FALLING[law]
+    where = ", ".join(f"{v} = {xs[i]:.3g} -> {xs[i + 1]:.3g} ({ys[i]:.4g} -> {ys[i + 1]:.4g})"
+                      for i in up[:3])
+    return [f"the loss rises with {v} at {up.size} of {xs.size - 1} steps ({where}"
+            f"{' ...' if up.size > 3 else ''}): a size that trained worse than a smaller one"]
 
 
 def cap_bootstrap(n_boot: int) -> tuple[int, str | None]:
@@ -187,8 +209,10 @@ def loglinear_fit(law: str, x: np.ndarray, y: np.ndarray, to_params, n_boot: int
     bs, bc = ols_rows(lx[idx], ly[idx]) if n_boot else (np.zeros(0), np.zeros(0))
     boot = np.stack([bc, bs], axis=-1) if n_boot else np.zeros((0, 2))
     yhat = theta[0] + theta[1] * lx
-    return make_fit(law, theta, boot, to_params, ly, yhat, convention,
-                    float(np.sum((ly - yhat) ** 2)), notes)
+    fit = make_fit(law, theta, boot, to_params, ly, yhat, convention,
+                   float(np.sum((ly - yhat) ** 2)), notes)
+    fit.warnings += rising(law, x, y)
+    return fit
 
 
 @single_thread_blas()

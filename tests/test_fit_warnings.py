@@ -167,3 +167,13 @@ def test_sweep_fit_warnings_are_collected(tmp_path):
     assert any(w.startswith("L_N (kaplan_6N): only 1 degree(s) of freedom") for w in res["warnings"])
     nopt = fit_N_opt(np.geomspace(1e15, 1e18, 5), np.geomspace(1e8, 1e6, 5), n_boot=0)
     assert any("does not grow with compute" in w for w in nopt.warnings)
+
+
+def test_a_loss_that_rises_somewhere_is_named():
+    N = np.array([1e4, 1e5, 1e6, 1e7, 1e8, 1e9])
+    L = 5.0 * N ** -0.076
+    L[4] = L[3] * 1.05                # one size trained worse than the one below it
+    f = fit_L_N(N, L, n_boot=0)
+    assert f.params["alpha_N"] > 0    # the exponent alone would not tell
+    assert any(w.startswith("the loss rises with N at 1 of 5 steps (N = 1e+07 -> 1e+08") for w in f.warnings)
+    assert not any("rises" in w for w in fit_L_N(N, 5.0 * N ** -0.076, n_boot=0).warnings)

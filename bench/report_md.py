@@ -391,6 +391,11 @@ def section_scaling(folder: Path, fig: Figures) -> list[str]:
             lines += [f"- {s['fit']}" + (f" ({s['convention']})" if s.get("convention") else "")
                       + f": {s['reason']}" for s in skipped]
             lines.append("")
+        warned = fits.get("warnings", [])
+        if warned:   # what may make a fitted figure above mean less than it seems
+            lines.append("Warnings of the fits (scaling.fitting.assess) and the runs left out:")
+            lines += [f"- {fig(F, 'warnings', i, fmt='str')}" for i in range(len(warned))]
+            lines.append("")
     lines += _images(folder, "scaling") + [""]
     return lines
 

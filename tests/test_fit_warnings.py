@@ -177,3 +177,18 @@ def test_a_loss_that_rises_somewhere_is_named():
     assert f.params["alpha_N"] > 0    # the exponent alone would not tell
     assert any(w.startswith("the loss rises with N at 1 of 5 steps (N = 1e+07 -> 1e+08") for w in f.warnings)
     assert not any("rises" in w for w in fit_L_N(N, 5.0 * N ** -0.076, n_boot=0).warnings)
+
+
+def test_the_report_lists_the_fit_warnings(tmp_path):
+    from sixn.bench.report_md import write_report
+    from sixn.bench.results import provenance
+    folder = tmp_path / "rep"
+    write_json(folder / "scaling" / "fits.json", {
+        "conventions": [], "by_convention": {}, "skipped": [],
+        "warnings": ["L_N (kaplan_6N): alpha_N = -0.193 is not positive: the loss does not fall"]})
+    text = write_report(folder, {"device": "cpu", "quick": True}, provenance("cpu"),
+                        ("scaling",)).read_text()
+    assert "- L_N (kaplan_6N): alpha_N = -0.193 is not positive: the loss does not fall" in text
+    figures = json.loads((folder / "figures.json").read_text())["figures"]
+    assert {"file": "scaling/fits.json", "path": ["warnings", 0]}.items() <= next(
+        f for f in figures if f.get("path") == ["warnings", 0]).items()

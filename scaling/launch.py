@@ -362,12 +362,12 @@ def follow(sweep: sw.Sweep, bar: sw.Progress, ended, poll_s: float = 1.0) -> Non
 def _slurm_cmd(args: list[str]) -> str:
     """Output of a Slurm command; LaunchError with its first line when it fails."""
     try:
-        p = subprocess.run(args, capture_output=True, text=True, timeout=60)
+        p = subprocess.run(args, capture_output=True, text=True, timeout=30)
     except FileNotFoundError:
         raise LaunchError(f"--launcher slurm needs Slurm's commands (sbatch, squeue, sinfo) on "
                           f"PATH; {args[0]} was not found") from None
     except subprocess.TimeoutExpired:
-        raise LaunchError(f"--launcher slurm: `{' '.join(args)}` did not answer in 60 s: is "
+        raise LaunchError(f"--launcher slurm: `{' '.join(args)}` did not answer in 30 s: is "
                           f"slurmctld reachable?") from None
     if p.returncode:
         lines = [ln for ln in (p.stderr or p.stdout).splitlines() if ln.strip()]

@@ -23,7 +23,7 @@ def _cluster() -> str | None:
     if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
         return "Slurm's commands are not installed"
     try:
-        p = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=30)
+        p = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=10)
     except subprocess.TimeoutExpired:
         return "sinfo did not answer"
     states = p.stdout.split()

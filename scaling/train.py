@@ -534,7 +534,8 @@ class _Run:
         self.step_saved = self.step
         if self.world.size > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
-            ids = [self.device.index] if self.device.type == "cuda" else None
+            ids = ([torch.cuda.current_device() if self.device.index is None else self.device.index]
+                   if self.device.type == "cuda" else None)
             self.net = DDP(self.model, device_ids=ids)
 
     # -- one step ------------------------------------------------------------------------------

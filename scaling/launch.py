@@ -219,6 +219,7 @@ def run_local(plan, out_dir, device: str, cfg: LaunchConfig, progress: bool = Tr
     """Run (or resume) the sweep with cfg.workers processes at once on this machine; then the
     tables, experiments, fits and plots. When one process is enough (one worker, or at most one
     unfinished run, and one device per run) the runs train in this process (as run_sweep)."""
+    t0 = time.perf_counter()
     slots = device_slots(device, cfg.workers, cfg.gpus_per_run)
     sweep = sw.prepare_sweep(plan, out_dir, device, repair=cfg.repair)
     try:
@@ -229,9 +230,22 @@ def run_local(plan, out_dir, device: str, cfg: LaunchConfig, progress: bool = Tr
         elif slots:
             _work_in_processes(sweep, slots, cfg, progress, deadline)
         finish_sweep(sweep, fit, progress, deadline)
+        record_launch(sweep, cfg, len(slots), pending, time.perf_counter() - t0)
     finally:
         sweep.release()
     return sweep.dir
+
+
+def record_launch(sweep: sw.Sweep, cfg: LaunchConfig, workers: int, trained: list,
+                  wall_s: float) -> None:
+    """launch.json: how this command ran the sweep (launcher, workers, devices per run, the runs
+    it had to train) and its wall clock from start to the last plot; a rerun that resumes
+    replaces it with its own."""
+    write_json(sweep.dir / "launch.json", {
+        "launcher": cfg.launcher, "workers": workers, "gpus_per_run": cfg.gpus_per_run,
+        "threads_per_process": cfg.threads or 1, "cpus": len(usable_cpus()),
+        "runs_to_train": [r.name for r in trained], "runs": len(sweep.runs),
+        "wall_s": round(wall_s, 1)}, sweep.prov)
 
 
 def _work_in_processes(sweep: sw.Sweep, slots: list[dict], cfg: LaunchConfig,
@@ -433,6 +447,7 @@ def submit_slurm(plan, out_dir, device: str, cfg: LaunchConfig, progress: bool =
     {run: job id}. With cfg.wait, follow the array until every run has ended, then merge the
     tables and fit (as run_local does); without, the command returns at once, and fits when it
     is run again with nothing left to train."""
+    t0 = time.perf_counter()
     partition, nodes = check_partition(cfg.partition)
     sweep = sw.prepare_sweep(plan, out_dir, device, repair=cfg.repair)
     try:
@@ -465,6 +480,8 @@ def submit_slurm(plan, out_dir, device: str, cfg: LaunchConfig, progress: bool =
                 bar.close()
         if cfg.wait or not (submitted or live):
             finish_sweep(sweep, fit, progress)
+        if cfg.wait:
+            record_launch(sweep, cfg, len(todo), todo, time.perf_counter() - t0)
     finally:
         sweep.release()
     return sweep.dir, submitted

@@ -124,6 +124,8 @@ def test_two_workers_give_the_same_runs_as_one(texts, tmp_path, capsys):
     assert all(abs(c1[k] - c2[k]) <= 1e-6 for k in c1)
     # every run trained once (this process is one of the two workers, a spawned one the other)
     assert all(len(sw.attempts(tmp_path / "two" / "runs" / n)) == 1 for n in two)
+    launched = json.loads((tmp_path / "two" / "launch.json").read_text())
+    assert launched["workers"] == 2 and len(launched["runs_to_train"]) == 3 and launched["wall_s"] > 0
 
 
 @pytest.mark.slow

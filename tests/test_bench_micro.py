@@ -16,7 +16,9 @@ def test_accounting_all_presets(benchmark):
     for acc in accs:
         t = acc.training_per_token
         assert t["kaplan_6N"] == 6 * acc.N
-        assert t["kaplan_6N"] < t["kaplan_6N_context"] and t["kaplan_6N"] < t["palm"]
+        assert t["kaplan_6N"] < t["kaplan_6N_context"]
+        # PaLM's estimate counts the parameters a token runs: for MoE the active ones
+        assert t["kaplan_6N_active"] < t["palm"]
 
 
 def test_executed_gpt2_small(benchmark):

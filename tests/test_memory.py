@@ -21,7 +21,7 @@ def _status_bytes(key: str) -> int:
 
 
 def _peak_growth(shape, queue) -> None:
-    """In a forked child: a training step of `shape`; the growth of the peak resident set."""
+    """In a child process: a training step of `shape`; the growth of the peak resident set."""
     L, d, T, V, B, backend = shape
     torch.set_num_threads(1)
     cfg = GPTConfig.from_shape(L, d, n_ctx=T, n_vocab=V, backend=backend)
@@ -37,7 +37,8 @@ def _peak_growth(shape, queue) -> None:
 
 
 def _measured_peak(shape) -> int:
-    ctx = multiprocessing.get_context("fork")
+    # a fresh interpreter: a forked child would reuse the parent's freed heap and under-report growth
+    ctx = multiprocessing.get_context("spawn")
     q = ctx.Queue()
     p = ctx.Process(target=_peak_growth, args=(shape, q))
     p.start()

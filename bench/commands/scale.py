@@ -12,7 +12,8 @@ run that diverges (a non-finite loss, or a final loss worse than a uniform guess
 without progress, and left out of the fits; the exit status is 1 when no run finished.
 
 examples:
-  sixn scale                       the default ladder for this device (CPU: 5 sizes, < 15 min)
+  sixn scale                       the default ladder for this device (CPU: 8 sizes over 2 decades
+                                   of N, two at once on 2 cores; estimated at 10-12 min)
   sixn scale --quick               a 1-minute ladder (used by sixn report --quick)
   sixn scale --shape --transfer    also Kaplan's shape and transfer experiments
   sixn scale --sizes 2x32 3x64 4x96 --corpus ~/text/ --bpe 2048

@@ -94,8 +94,8 @@ def test_unknown_partition_is_one_line(texts, tmp_path, capsys):
     assert len(err) == 1 and "--partition no-such-part: no such partition" in err[0], err
 
 
-def test_cancelled_task_resumes_from_its_checkpoint_on_resubmission(texts, tmp_path, capsys):
-    """scancel a task mid-run: --status calls the run failed; resubmitting resumes it from its
+def test_killed_task_resumes_from_its_checkpoint_on_resubmission(texts, tmp_path, capsys):
+    """Kill a task mid-run: --status calls the run failed; resubmitting resumes it from its
     checkpoint, and the results equal an uninterrupted local run."""
     from sixn.scaling import launch, sweep as sw
     sl = tmp_path / "c"
@@ -109,7 +109,9 @@ def test_cancelled_task_resumes_from_its_checkpoint_on_resubmission(texts, tmp_p
         if run_dir and (run_dir / "ckpt.pt").exists() and not (run_dir / "done.json").exists():
             break
         time.sleep(0.1)
-    subprocess.run(["scancel", job], check=True, timeout=60)
+    # SIGKILL to the task and its batch shell: the task dies as a crashed or preempted one does
+    # (a plain scancel's SIGTERM is passed over by submitit until Slurm's KillWait runs out)
+    subprocess.run(["scancel", "--signal=KILL", "--full", job], check=True, timeout=60)
     while launch.live_jobs(sl) and time.monotonic() < end:
         time.sleep(0.5)
     assert not (run_dir / "done.json").exists()

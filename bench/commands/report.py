@@ -59,6 +59,7 @@ from sixn.bench import argtypes, cli
 from sixn.bench.cli import CLIError
 from sixn.bench.errors import CorruptFile
 from sixn.bench.counters import ncu
+from sixn.bench.step import TIME_BUDGET_SPENT
 from sixn.bench.report_md import Figures, format_value, lookup, write_report  # noqa: F401  (re-exported)
 from sixn.bench.results import (clean_stale_temps, device_slug, provenance, read_json, results_root,
                                write_json)
@@ -162,8 +163,9 @@ def stage_commands(name: str, folder: Path, device: str, cap: float | None, quic
         cmd = ["scale", "--out", str(folder / "scaling"), "--device", device, "--no-progress"]
         if budgeted or quick:
             cmd.append("--quick")
-        if budgeted and not gpu:  # fewer steps per run where the budget is short (300 at 120 s)
-            cmd += ["--steps", str(int(min(300, max(60, 300 * cap / 120))))]
+        if budgeted and not gpu:  # fewer steps per run where the budget is short (300 at 120 s),
+            # in this one process: a second worker's start costs seconds a short budget lacks
+            cmd += ["--steps", str(int(min(300, max(60, 300 * cap / 120)))), "--workers", "1"]
         return [cmd + tb]
     raise ValueError(f"unknown stage {name!r}; supported: {', '.join(STAGES)}")
 
@@ -378,7 +380,6 @@ def _stage_kernels(plan: StagePlan, run: Runner) -> dict:
 
 
 def _stage_bench(plan: StagePlan, run: Runner) -> dict:
-    from sixn.bench.step import TIME_BUDGET_SPENT
     _run_all(plan, run, "bench")
     b = _read(run.folder / "bench" / "bench.json")
     if b:

@@ -125,10 +125,10 @@ def kernel_config(T: int, head_dim: int, dtype: torch.dtype, device) -> Attentio
     # so never the executed FLOPs (attention_exec).
     padded = head_dim != bd
     if dtype == torch.float32:
-        if bd <= 64:  # 4-warp dQ and 8-warp dK/dV spill on ragged T (and dQ on padded D)
-            fwd, dkdv, dq = tiles(64, 32, 8, 2), tiles(16, 32, 4, 2), tiles(32, 32, 8, 2)
-            if padded:  # 64 x 32 spills 80 B with the head-dim masks
-                fwd = tiles(64, 16, 8, 2)
+        if bd <= 64:  # dK/dV pipelined and dQ 32 x 32 spill on ragged T or padded D
+            fwd, dkdv, dq = tiles(64, 32, 8, 2), tiles(16, 32, 8, 1), tiles(32, 16, 8, 2)
+            if padded:  # 64 x 32 spills 32-80 B with the head-dim masks
+                fwd = tiles(64, 16, 8, 1)
         elif bd == 128:
             fwd, dkdv, dq = tiles(32, 16, 8, 2), tiles(16, 16, 8, 2), tiles(32, 16, 8, 2)
         else:
@@ -143,13 +143,15 @@ def kernel_config(T: int, head_dim: int, dtype: torch.dtype, device) -> Attentio
         else:
             fwd, dkdv, dq = tiles(64, 16, 8, 2), tiles(32, 32, 8, 2), tiles(32, 16, 8, 2)
     # Short sequences: no block larger than the sequence (rounded up to a power of two >= 16);
-    # a tile clamped to 32 x 32 or less runs with at most 4 warps (8 spill on it).
+    # a 16-bit tile clamped to 32 x 32 or less runs with at most 4 warps (8 spill on it; fp32's
+    # CUDA-core products need the 8).
     cap = _pow2_at_least(T)
 
     def clamp(p: Tiles) -> Tiles:
         bm, bn = min(p.block_m, cap), min(p.block_n, cap)
         shrunk = (bm, bn) != (p.block_m, p.block_n)
-        warps = min(p.num_warps, 4) if shrunk and bm * bn <= 32 * 32 else p.num_warps
+        small = shrunk and bm * bn <= 32 * 32 and dtype != torch.float32
+        warps = min(p.num_warps, 4) if small else p.num_warps
         return dataclasses.replace(p, block_m=bm, block_n=bn, num_warps=warps)
 
     return AttentionConfig(clamp(fwd), clamp(dkdv), clamp(dq))

@@ -2,7 +2,6 @@
 error rows and the others are measured, rows reach on_rows as each case ends, a time budget skips
 what it cannot start; --check compares the kernels with float64 PyTorch (here in the interpreter)."""
 
-import importlib
 
 import pytest
 import torch
@@ -43,20 +42,35 @@ def test_time_budget_skips_what_it_cannot_start():
     assert rows == [] and skipped == ["case 1", "case 2", "case 3"]
 
 
-def test_triton_error_inside_a_provider_is_that_providers_row(monkeypatch):
+_PROVIDER_ERROR_SCRIPT = """
+import json, torch
+from sixn.bench.commands import kernels as kc
+from sixn.kernels import mlp
+from triton.runtime.errors import OutOfResources
+
+class Raises:
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            raise OutOfResources(262144, 232448, "shared memory")
+        return launch
+
+mlp._linear_gelu_fwd = Raises()
+rows = kc.measure_mlp(8, 16, 16, ("triton", "torch"), "cpu", torch.float32, ("fwd",), rep_ms=1)
+print(json.dumps({r["provider"]: {"error": r["error"], "ms": r["ms"]} for r in rows}))
+"""
+
+
+def test_triton_error_inside_a_provider_is_that_providers_row():
     """The Triton kernel launch raising OutOfResources (constructed): the triton rows carry it,
-    the torch rows of the same case are still measured."""
-    mlp = importlib.import_module("sixn.kernels.mlp")
-
-    class Raises:
-        def __getitem__(self, grid):
-            def launch(*args, **kwargs):
-                raise _triton_error("resources")
-            return launch
-
-    monkeypatch.setattr(mlp, "_linear_gelu_fwd", Raises())
-    rows = kc.measure_mlp(8, 16, 16, ("triton", "torch"), "cpu", torch.float32, ("fwd",), rep_ms=1)
-    by = {r["provider"]: r for r in rows}
+    the torch rows of the same case are still measured. In a fresh interpreter, so that no kernel
+    launched by an earlier test in this process stands in for the failing one."""
+    import json
+    import subprocess
+    import sys
+    p = subprocess.run([sys.executable, "-c", _PROVIDER_ERROR_SCRIPT], capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    by = json.loads(p.stdout.strip().splitlines()[-1])
     assert by["triton"]["error"].startswith("OutOfResources") and by["triton"]["ms"] is None
     assert by["torch"]["error"] is None and by["torch"]["ms"] > 0
 

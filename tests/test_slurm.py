@@ -99,7 +99,7 @@ def test_killed_task_resumes_from_its_checkpoint_on_resubmission(texts, tmp_path
     checkpoint, and the results equal an uninterrupted local run."""
     from sixn.scaling import launch, sweep as sw
     sl = tmp_path / "c"
-    args = ["scale", "--quick", "--sizes", "2x32", "--steps", "600", "--corpus", str(texts),
+    args = ["scale", "--quick", "--sizes", "2x32", "--steps", "2400", "--corpus", str(texts),
             "--no-fit", "--no-progress"]
     assert main(args + ["--out", str(sl), "--launcher", "slurm", "--time", "10"]) == 0
     (job,) = [v["job_id"] for v in json.loads((sl / "slurm.json").read_text())["runs"].values()]

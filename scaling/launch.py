@@ -324,7 +324,7 @@ def _start_worker(sweep_dir: Path, slot: dict, cfg: LaunchConfig,
     threads = cfg.threads or 1
     cmd = [sys.executable, "-m", "sixn.scaling.workers", "worker", str(sweep_dir),
            "--cpus", ",".join(map(str, slot["cpus"])), "--gpus-per-run", str(cfg.gpus_per_run),
-           "--threads", str(threads)]
+           "--threads", str(threads), "--parent", str(os.getpid())]
     if deadline is not None:
         cmd += ["--deadline", repr(deadline)]
     return subprocess.Popen(cmd, env=_worker_env(slot, threads))

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sixn.bench.results import device_slug, results_root, write_json
+from sixn.bench.results import device_slug, provenance, results_root, write_json
 
 from .sweep import sweep_status
 
@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
               "same_final_losses": same, "tolerance": TOLERANCE}
     out = args.out or results_root() / "scaling" / (
         f"workers-{device_slug('cpu')}" + ("-quick" if args.quick else "") + ".json")
-    write_json(out, result)
+    cmd = " ".join(["python -m sixn.scaling.speedup", *(sys.argv[1:] if argv is None else argv)])
+    write_json(out, result, prov=provenance("cpu", command=cmd))
     print(json.dumps(result, indent=2))
     print(f"speed-up of --workers {args.workers} over --workers 1: {best1 / bestn:.2f}x "
           f"({best1:.1f} s -> {bestn:.1f} s); final losses "

@@ -30,6 +30,22 @@ from .claims import CLAIM_FILE, try_claim
 from .train import World
 
 HELD_EXIT = 3   # a torchrun run found its run claimed by another worker
+PR_SET_PDEATHSIG = 1   # prctl(2)
+
+
+def die_with_parent(parent: int) -> None:
+    """Have the kernel send this process SIGTERM when `parent` (the launcher) dies, even by SIGKILL,
+    so that no worker goes on training for a launcher that is gone (Linux; elsewhere a no-op).
+    A worker whose launcher died before this call ends at once."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:
+        raise KeyboardInterrupt
 
 
 def usable_cpus() -> list[int]:
@@ -140,6 +156,8 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--gpus-per-run", type=int, default=1)
     w.add_argument("--threads", type=int, default=1)
     w.add_argument("--deadline", type=float, default=None, help="start no run after this time.time()")
+    w.add_argument("--parent", type=int, default=None,
+                   help="the launcher's pid: end when it dies")
     r = sub.add_parser("rank", help="one rank of a data-parallel run (under torchrun)")
     r.add_argument("sweep_dir")
     r.add_argument("run")
@@ -151,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # a terminated worker ends cleanly
     try:
         if args.what == "worker":
+            if args.parent is not None:
+                die_with_parent(args.parent)
             cpus = [int(c) for c in args.cpus.split(",") if c]
             return worker_main(args.sweep_dir, cpus, args.gpus_per_run, args.threads, args.deadline)
         return rank_main(args.sweep_dir, args.run)

@@ -182,6 +182,40 @@ def test_killed_worker_and_a_second_command(texts, tmp_path, capsys):
     assert len(summary) == 3 and len({r["run"] for r in summary}) == 3
 
 
+def test_workers_end_when_the_launcher_is_killed(texts, tmp_path):
+    """SIGKILL the `sixn scale` process itself: its worker processes stop within seconds (they do
+    not go on training for a launcher that is gone), their claims go with them, and a rerun
+    resumes the runs."""
+    out = tmp_path / "sweep"
+    argv = _args(texts, out, "--workers", "3", sizes=("2x16", "2x24", "2x32"), steps=3000)
+    first = _cli(*argv)
+
+    def worker_training():
+        for rd in (out / "runs").glob("*"):
+            h = claims.holder(rd / claims.CLAIM_FILE)
+            if h and h.get("pid") not in (None, first.pid) and (rd / "log.csv").exists():
+                return h["pid"]
+        return None
+    pid = _wait_for(worker_training, what="a worker process training a run")
+    first.kill()
+    first.communicate()
+
+    def gone():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        try:   # ended but not yet reaped (a zombie) counts
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+        except FileNotFoundError:
+            return True
+    _wait_for(gone, timeout=30, what=f"worker {pid} to end after its launcher was killed")
+    held = [rd.name for rd in (out / "runs").glob("*") if claims.holder(rd / claims.CLAIM_FILE)]
+    assert held == [], f"claims still held after the launcher and its workers died: {held}"
+    assert not any((rd / "done.json").exists() for rd in (out / "runs").glob("*"))
+
+
 # --------------------------------------------------------------------------------------------
 # Data-parallel runs (torchrun, gloo)
 # --------------------------------------------------------------------------------------------

@@ -1,3 +1,28 @@
+import importlib
+import os
+import sys
+from pathlib import Path
+
+# `python -m pytest` puts the current folder (the checkout) first on sys.path, so that its
+# kernels/, model/, bench/ ... folders would be importable as top-level packages and shadow
+# installed ones of the same name (transformers probes a `kernels` package). sixn is imported
+# as the installed package `sixn`, never from these folders: take the checkout off the path.
+# pytest itself may add the root again while it starts, so this runs again before each collection.
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _checkout_off_the_path() -> None:
+    if any(Path(p or os.getcwd()).resolve() == _ROOT for p in sys.path):
+        sys.path[:] = [p for p in sys.path if Path(p or os.getcwd()).resolve() != _ROOT]
+        importlib.invalidate_caches()
+
+
+_checkout_off_the_path()
+
+
+def pytest_collectstart(collector):
+    _checkout_off_the_path()
+
 import pytest
 import torch
 

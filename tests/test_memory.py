@@ -16,24 +16,7 @@ from sixn.model.flops import param_counts
 from sixn.model.gpt import GPT
 from sixn.model.presets import get_preset
 
-def _status_bytes(key: str) -> int:
-    return int(re.search(key + r":\s+(\d+)", Path("/proc/self/status").read_text()).group(1)) * 1024
-
-
-def _peak_growth(shape, queue) -> None:
-    """In a child process: a training step of `shape`; the growth of the peak resident set."""
-    L, d, T, V, B, backend = shape
-    torch.set_num_threads(1)
-    cfg = GPTConfig.from_shape(L, d, n_ctx=T, n_vocab=V, backend=backend)
-    x = torch.randint(0, V, (B, T))
-    Path("/proc/self/clear_refs").write_text("5")   # reset the peak to the current size
-    base = _status_bytes("VmRSS")
-    m = GPT(cfg)
-    opt = torch.optim.AdamW(m.parameters())
-    _, loss = m(x, x)
-    loss.backward()
-    opt.step()
-    queue.put(_status_bytes("VmHWM") - base)
+from memory_probe import _peak_growth, _status_bytes  # a module of its own: a spawned child imports it by name
 
 
 def _measured_peak(shape) -> int:

@@ -7,7 +7,7 @@ from pathlib import Path
 # kernels/, model/, bench/ ... folders would be importable as top-level packages and shadow
 # installed ones of the same name (transformers probes a `kernels` package). sixn is imported
 # as the installed package `sixn`, never from these folders: take the checkout off the path.
-# pytest itself may add the root again while it starts, so this runs again before each collection.
+# (pytest adds only tests/ itself: --import-mode=importlib and pythonpath in pyproject.toml.)
 _ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -18,10 +18,6 @@ def _checkout_off_the_path() -> None:
 
 
 _checkout_off_the_path()
-
-
-def pytest_collectstart(collector):
-    _checkout_off_the_path()
 
 import pytest
 import torch

@@ -184,8 +184,8 @@ def test_killed_worker_and_a_second_command(texts, tmp_path, capsys):
 
 def test_workers_end_when_the_launcher_is_killed(texts, tmp_path):
     """SIGKILL the `sixn scale` process itself: its worker processes stop within seconds (they do
-    not go on training for a launcher that is gone), their claims go with them, and a rerun
-    resumes the runs."""
+    not go on training for a launcher that is gone), their claims go with them, and no run was
+    finished by an orphan."""
     out = tmp_path / "sweep"
     argv = _args(texts, out, "--workers", "3", sizes=("2x16", "2x24", "2x32"), steps=3000)
     first = _cli(*argv)

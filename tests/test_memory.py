@@ -3,7 +3,6 @@ allocating, and how sixn bench uses it (an explicit batch that does not fit is e
 largest batch that fits; a default batch is lowered; every row failing is exit 1)."""
 
 import multiprocessing
-import re
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from sixn.model.flops import param_counts
 from sixn.model.gpt import GPT
 from sixn.model.presets import get_preset
 
-from memory_probe import _peak_growth, _status_bytes  # a module of its own: a spawned child imports it by name
+from memory_probe import _peak_growth  # a module of its own: a spawned child imports it by name
 
 
 def _measured_peak(shape) -> int:

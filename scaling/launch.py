@@ -9,8 +9,9 @@ tables. Rerunning any launcher therefore resumes, and a run is never trained by 
 
 - in this process (run_sweep): the runs one after another, the progress bar fed by the loop.
 - local, `--workers N` (run_local): N worker processes (scaling.workers),
-  pinned one per CPU core with one torch thread each, or one per GPU through
-  CUDA_VISIBLE_DEVICES (K per worker with --gpus-per-run K). Each takes the costliest unclaimed
+  pinned one per CPU core with one torch thread each (forked from the command, so that they
+  start at once with its corpus and step counts), or one per GPU through CUDA_VISIBLE_DEVICES
+  (K per worker with --gpus-per-run K; fresh interpreters). Each takes the costliest unclaimed
   run, then the next; when only runs held by others are left it waits on their claims, so that a
   run whose worker was killed is resumed by another. The command follows the workers' progress
   through the folder. One worker and one device per run train in the command's own process.
@@ -30,12 +31,14 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
+import multiprocessing
 import os
 import shlex
 import shutil
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +53,7 @@ from . import sweep as sw
 from .experiments import write_experiments
 from .plots import plot_sweep
 from .sweep_fits import fit_sweep
-from .workers import SlurmTask, pin, usable_cpus
+from .workers import SlurmTask, forked_worker, pin, usable_cpus
 
 LOCAL_FILESYSTEMS = {"ext2", "ext3", "ext4", "xfs", "btrfs", "zfs", "tmpfs", "overlay", "f2fs",
                      "vfat", "ramfs"}
@@ -257,10 +260,12 @@ def _work_in_processes(sweep: sw.Sweep, slots: list[dict], cfg: LaunchConfig,
     bar = sw.Progress({r.name: r.cost for r in sweep.runs}, enabled=progress)
     follower = Follower(sweep, bar)
     here = cfg.gpus_per_run == 1
-    procs: list[subprocess.Popen] = []
+    procs: list[subprocess.Popen | ForkedWorker] = []
     try:
         sw.announce_finished(sweep, bar)
-        procs = [_start_worker(sweep.dir, slot, cfg, deadline) for slot in slots[here:]]
+        if any(can_fork(sweep, slot, cfg) for slot in slots[here:]):
+            sw.count_steps(sweep)   # once, here: the forked workers inherit the counts
+        procs = [_start_worker(sweep, slot, cfg, deadline) for slot in slots[here:]]
         bar.poll = follower.poll
         while True:
             ended = all(p.poll() is not None for p in procs)
@@ -319,8 +324,50 @@ def _worker_env(slot: dict, threads: int) -> dict:
     return env
 
 
-def _start_worker(sweep_dir: Path, slot: dict, cfg: LaunchConfig,
-                  deadline: float | None = None) -> subprocess.Popen:
+class ForkedWorker:
+    """A CPU worker forked from this process (scaling.workers.forked_worker), with Popen's
+    poll / terminate / wait / returncode / pid. Forking shares the loaded corpus and skips a fresh
+    interpreter's imports; it is safe here because the child runs torch with one thread (it never
+    enters the OpenMP pool it inherits) and no claim is held at the fork. GPU workers are spawned
+    instead (CUDA does not survive a fork, and CUDA_VISIBLE_DEVICES must be set before it starts)."""
+
+    def __init__(self, sweep: sw.Sweep, slot: dict, cfg: LaunchConfig,
+                 deadline: float | None = None):
+        ctx = multiprocessing.get_context("fork")
+        with warnings.catch_warnings():   # Python >= 3.12 warns of torch's idle OpenMP threads
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self._p = ctx.Process(target=forked_worker, name="sixn-worker",
+                                  args=(sweep, slot["cpus"], cfg.threads or 1, os.getpid(),
+                                        deadline))
+            self._p.start()
+        self.pid = self._p.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._p.exitcode
+
+    def poll(self) -> int | None:
+        return self._p.exitcode
+
+    def terminate(self) -> None:
+        self._p.terminate()
+
+    def wait(self) -> int:
+        self._p.join()
+        return self._p.exitcode
+
+
+def can_fork(sweep: sw.Sweep, slot: dict, cfg: LaunchConfig) -> bool:
+    """A worker that trains on the CPU, one process per run, where the OS can fork."""
+    return (not slot["gpus"] and cfg.gpus_per_run == 1 and torch.device(sweep.device).type == "cpu"
+            and "fork" in multiprocessing.get_all_start_methods())
+
+
+def _start_worker(sweep: sw.Sweep, slot: dict, cfg: LaunchConfig,
+                  deadline: float | None = None) -> subprocess.Popen | ForkedWorker:
+    if can_fork(sweep, slot, cfg):
+        return ForkedWorker(sweep, slot, cfg, deadline)
+    sweep_dir = sweep.dir
     threads = cfg.threads or 1
     cmd = [sys.executable, "-m", "sixn.scaling.workers", "worker", str(sweep_dir),
            "--cpus", ",".join(map(str, slot["cpus"])), "--gpus-per-run", str(cfg.gpus_per_run),

@@ -174,9 +174,21 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 # Measured FLOPs per step
 # --------------------------------------------------------------------------------------------
 
+_STEP_FLOPS: dict[tuple, tuple[int | None, str]] = {}
+
+
 def measure_step_flops(cfg: GPTConfig, batch: int, seq_len: int) -> tuple[int | None, str]:
     """Executed matmul FLOPs of one training step of this shape, counted by bench.counters'
-    dispatch counter, and how; (None, why) when this backend cannot be counted. Never analytic."""
+    dispatch counter, and how; (None, why) when this backend cannot be counted. Never analytic.
+    Counted once per shape in a process (the first count also imports torch's meta-tensor
+    machinery, about a second); processes forked afterwards inherit the counts."""
+    key = (cfg, batch, seq_len)
+    if key not in _STEP_FLOPS:
+        _STEP_FLOPS[key] = _count_step_flops(cfg, batch, seq_len)
+    return _STEP_FLOPS[key]
+
+
+def _count_step_flops(cfg: GPTConfig, batch: int, seq_len: int) -> tuple[int | None, str]:
     backend = cfg.backend
     if backend == "sdpa":
         return None, ("not measured: the dispatch counter does not count sdpa's fused attention "

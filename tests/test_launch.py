@@ -122,10 +122,53 @@ def test_two_workers_give_the_same_runs_as_one(texts, tmp_path, capsys):
     c1, c2 = _curves(tmp_path / "one"), _curves(tmp_path / "two")
     assert c1.keys() == c2.keys()
     assert all(abs(c1[k] - c2[k]) <= 1e-6 for k in c1)
-    # every run trained once (this process is one of the two workers, a spawned one the other)
-    assert all(len(sw.attempts(tmp_path / "two" / "runs" / n)) == 1 for n in two)
+    # every run trained once, by this process or by the worker forked from it
+    att = [sw.attempts(tmp_path / "two" / "runs" / n) for n in two]
+    assert all(len(a) == 1 for a in att)
+    assert len({a[0]["pid"] for a in att} | {os.getpid()}) == 2
     launched = json.loads((tmp_path / "two" / "launch.json").read_text())
     assert launched["workers"] == 2 and len(launched["runs_to_train"]) == 3 and launched["wall_s"] > 0
+
+
+def test_cpu_workers_are_forked_and_gpu_workers_spawned(texts, tmp_path, monkeypatch):
+    """A CPU worker is forked (it has the corpus and the step counts of this process at once);
+    a GPU worker or a data-parallel one is a fresh interpreter (CUDA does not survive a fork)."""
+    plan = sw.build_plan("cpu", quick=True, sizes=["2x16"], corpus=[str(texts)])
+    sweep = sw.prepare_sweep(plan, tmp_path, "cpu")
+    try:
+        cfg = launch.LaunchConfig()
+        assert launch.can_fork(sweep, {"gpus": [], "cpus": [0]}, cfg)
+        assert not launch.can_fork(sweep, {"gpus": [], "cpus": [0, 1]},
+                                   launch.LaunchConfig(gpus_per_run=2))
+        assert not launch.can_fork(sweep, {"gpus": [0], "cpus": [0]}, cfg)
+        started = []
+        monkeypatch.setattr(launch.subprocess, "Popen", lambda cmd, **kw: started.append(cmd))
+        launch._start_worker(sweep, {"gpus": [], "cpus": [0]}, launch.LaunchConfig(gpus_per_run=2))
+        assert started and started[0][1:4] == ["-m", "sixn.scaling.workers", "worker"]
+    finally:
+        sweep.release()
+
+
+def test_a_spawned_worker_trains_a_prepared_sweep(texts, tmp_path):
+    """`python -m sixn.scaling.workers worker DIR` (what GPU workers run): it loads the sweep from
+    its folder, pins itself to the core it is given and trains every run, as this process would."""
+    plan = sw.build_plan("cpu", quick=True, sizes=["2x16", "2x24"], steps=20, corpus=[str(texts)])
+    sweep = sw.prepare_sweep(plan, tmp_path / "w", "cpu")
+    sweep.release()
+    p = subprocess.run([sys.executable, "-m", "sixn.scaling.workers", "worker", str(sweep.dir),
+                        "--cpus", "0", "--parent", str(os.getpid())],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = sw.sweep_status(sweep.dir)
+    assert [r["state"] for r in rows] == ["done", "done"]
+    pids = {sw.attempts(sweep.run_dir(r["name"]))[0]["pid"] for r in rows}
+    assert len(pids) == 1 and os.getpid() not in pids
+    ref = sw.prepare_sweep(plan, tmp_path / "here", "cpu")
+    try:
+        sw.work(ref)
+    finally:
+        ref.release()
+    assert _final_losses(tmp_path / "here") == {r["name"]: r["val_loss"] for r in rows}
 
 
 @pytest.mark.slow

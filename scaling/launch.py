@@ -122,9 +122,10 @@ def default_workers(device: str, gpus_per_run: int = 1) -> int:
 # --------------------------------------------------------------------------------------------
 
 def finish_sweep(sweep: sw.Sweep, fit: bool = True, progress: bool = True,
-                 deadline: float | None = None) -> None:
-    """The tables, experiments.json, then the fits and plots, from whatever runs are finished.
-    With a deadline, the runs it left unstarted are listed in not_run.json (removed otherwise)."""
+                 deadline: float | None = None, processes: int = 1) -> None:
+    """The tables, experiments.json, then the fits and plots (figures drawn by `processes`
+    processes), from whatever runs are finished. With a deadline, the runs it left unstarted are
+    listed in not_run.json (removed otherwise)."""
     sw.collect(sweep.dir, sweep.runs, sweep.prov)
     not_run = [r.name for r in sweep.pending()
                if not (sweep.run_dir(r) / "failed.json").exists()] if deadline is not None else []
@@ -141,7 +142,7 @@ def finish_sweep(sweep: sw.Sweep, fit: bool = True, progress: bool = True,
         print("sixn scale: no run of the sweep finished, so there is nothing to fit",
               file=sys.stderr)
     elif fit:
-        for n in fit_and_plot(sweep.dir):
+        for n in fit_and_plot(sweep.dir, processes):
             if progress or not n.endswith(" done"):  # a failed fit or plot is always said
                 print(f"sixn scale: {n}", file=sys.stderr)
 
@@ -195,9 +196,10 @@ def _work_here(sweep: sw.Sweep, progress: bool, threads: int | None,
             bar.close()
 
 
-def fit_and_plot(sweep_dir: Path) -> list[str]:
-    """fit_sweep (writes fits.json / fits.csv), then plot_sweep on that result; say what happened.
-    A failing fit or plot is reported, never raised: it must not lose the sweep's data."""
+def fit_and_plot(sweep_dir: Path, processes: int = 1) -> list[str]:
+    """fit_sweep (writes fits.json / fits.csv), then plot_sweep on that result, its figures drawn
+    by `processes` processes; say what happened. A failing fit or plot is reported, never
+    raised: it must not lose the sweep's data."""
     notes = []
     try:
         result = fit_sweep(sweep_dir)
@@ -206,7 +208,7 @@ def fit_and_plot(sweep_dir: Path) -> list[str]:
     except Exception as e:
         return [f"fits failed: {type(e).__name__}: {e}"]
     try:
-        plot_sweep(sweep_dir, result)
+        plot_sweep(sweep_dir, result, processes=processes)
         notes.append("plots done")
     except Exception as e:
         notes.append(f"plots failed: {type(e).__name__}: {e}")
@@ -223,7 +225,7 @@ def run_local(plan, out_dir, device: str, cfg: LaunchConfig, progress: bool = Tr
     tables, experiments, fits and plots. When one process is enough (one worker, or at most one
     unfinished run, and one device per run) the runs train in this process (as run_sweep)."""
     t0 = time.perf_counter()
-    slots = device_slots(device, cfg.workers, cfg.gpus_per_run)
+    all_slots = slots = device_slots(device, cfg.workers, cfg.gpus_per_run)
     sweep = sw.prepare_sweep(plan, out_dir, device, repair=cfg.repair)
     try:
         pending = sweep.pending()
@@ -232,7 +234,7 @@ def run_local(plan, out_dir, device: str, cfg: LaunchConfig, progress: bool = Tr
             _work_here(sweep, progress, cfg.threads, deadline)
         elif slots:
             _work_in_processes(sweep, slots, cfg, progress, deadline)
-        finish_sweep(sweep, fit, progress, deadline)
+        finish_sweep(sweep, fit, progress, deadline, processes=len(all_slots))
         record_launch(sweep, cfg, len(slots), pending, time.perf_counter() - t0)
     finally:
         sweep.release()

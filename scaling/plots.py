@@ -19,8 +19,10 @@ Fitted laws are in the legends; shaded bands are 2.5-97.5 % bootstrap bands of t
 
 from __future__ import annotations
 
+import multiprocessing
+import warnings
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -430,22 +432,47 @@ def plot_transfer(curves: Mapping, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def plot_sweep(sweep_dir: str | Path, result: Mapping | None = None, **fit_options) -> list[Path]:
+def plot_sweep(sweep_dir: str | Path, result: Mapping | None = None, processes: int = 1,
+               **fit_options) -> list[Path]:
     """Every figure the sweep supports, as PNGs next to its tables. `result` is fit_sweep's
-    return value; without one the fits are computed with `fit_options` (and not written)."""
+    return value; without one the fits are computed with `fit_options` (and not written).
+    processes > 1 draws the figures in that many processes at once (forked, where the OS can)."""
     t = load_sweep_tables(sweep_dir)
     if result is None:
         result = fit_sweep(t.sweep, write=False, **fit_options)
     sweep, curves, summary = t.sweep, t.curves, t.summary
-    out: list[Path | None] = []
+    jobs: list[Callable[[], Path | None]] = []
     if curves is not None:
-        out.append(plot_learning_curves(curves, result, sweep / "fig_learning_curves.png"))
-    out.append(plot_loss_vs_N(summary, result, sweep / "fig_loss_vs_N.png"))
-    out.append(plot_loss_vs_D(summary, result, sweep / "fig_loss_vs_D.png"))
-    out.append(plot_nopt_vs_C(result, sweep / "fig_nopt_vs_C.png"))
-    out.append(plot_isoflop(isoflop_panels(result), sweep / "fig_isoflop.png"))
-    out.append(plot_shape(summary, sweep / "fig_shape.png"))
+        jobs.append(lambda: plot_learning_curves(curves, result, sweep / "fig_learning_curves.png"))
+    jobs += [lambda: plot_loss_vs_N(summary, result, sweep / "fig_loss_vs_N.png"),
+             lambda: plot_loss_vs_D(summary, result, sweep / "fig_loss_vs_D.png"),
+             lambda: plot_nopt_vs_C(result, sweep / "fig_nopt_vs_C.png"),
+             lambda: plot_isoflop(isoflop_panels(result), sweep / "fig_isoflop.png"),
+             lambda: plot_shape(summary, sweep / "fig_shape.png")]
     if curves is not None:
-        out.append(plot_sample_efficiency(curves, sweep / "fig_sample_efficiency.png"))
-        out.append(plot_transfer(curves, sweep / "fig_transfer.png"))
-    return [p for p in out if p is not None]
+        jobs += [lambda: plot_sample_efficiency(curves, sweep / "fig_sample_efficiency.png"),
+                 lambda: plot_transfer(curves, sweep / "fig_transfer.png")]
+    return [p for p in _run_jobs(jobs, processes) if p is not None]
+
+
+_JOBS: list[Callable] = []   # what the forked drawing processes run (inherited, not pickled)
+
+
+def _run_job(i: int):
+    return _JOBS[i]()
+
+
+def _run_jobs(jobs: list[Callable], processes: int) -> list:
+    """jobs() in order, in this process or spread over `processes` forked ones (each figure is
+    independent: matplotlib's Agg canvases share nothing). An exception in a job is raised here."""
+    if processes <= 1 or len(jobs) <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        return [job() for job in jobs]
+    global _JOBS
+    _JOBS = jobs
+    try:
+        with warnings.catch_warnings():   # Python >= 3.12 warns of torch's idle OpenMP threads
+            warnings.simplefilter("ignore", DeprecationWarning)
+            with multiprocessing.get_context("fork").Pool(min(processes, len(jobs))) as pool:
+                return pool.map(_run_job, range(len(jobs)), chunksize=1)
+    finally:
+        _JOBS = []

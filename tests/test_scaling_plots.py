@@ -28,6 +28,17 @@ def test_plot_sweep_writes_every_figure(tmp_path):
     assert not list(sweep.glob(".*.png"))  # no temporary files left behind
 
 
+def test_figures_drawn_in_two_processes_are_those_of_one(tmp_path, monkeypatch):
+    """processes=2 forks the drawing: the same figures, pixel for pixel, and the same order."""
+    monkeypatch.setattr(P, "provenance", lambda: {"git_commit": "0" * 40, "date": "fixed"})
+    sweep = synthetic_sweep(tmp_path / "sweep", seed=2, n_eval=8)
+    res = fit_sweep(sweep, n_boot=5, chinchilla_polish=2, write=False)
+    one = {p.name: p.read_bytes() for p in P.plot_sweep(sweep, res)}
+    two = P.plot_sweep(sweep, res, processes=2)
+    assert [p.name for p in two] == list(one) == ALL
+    assert {p.name: p.read_bytes() for p in two} == one
+
+
 def test_plot_sweep_without_measured_compute_or_experiments(tmp_path):
     sweep = synthetic_sweep(tmp_path / "s", kinds=("ladder", "data"), measured=False, n_eval=10)
     paths = P.plot_sweep(sweep, n_boot=5, chinchilla_polish=2)  # fits recomputed, not written

@@ -208,7 +208,9 @@ def run(args: argparse.Namespace) -> int:
             plan.runs.extend(extra)
             sweep_dir = launch_plan(False)
         if rounds and fit:
-            for note in launch.fit_and_plot(sweep_dir):
+            drawers = 1 if args.launcher == "slurm" else launch.default_workers(device, cfg.gpus_per_run) \
+                if cfg.workers is None else cfg.workers
+            for note in launch.fit_and_plot(sweep_dir, drawers):
                 if not note.endswith(" done") or progress:
                     print(f"sixn scale: {note}", file=sys.stderr)
     except (ValueError, sw.SweepBusy) as e:

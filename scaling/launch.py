@@ -59,6 +59,9 @@ LOCAL_FILESYSTEMS = {"ext2", "ext3", "ext4", "xfs", "btrfs", "zfs", "tmpfs", "ov
                      "vfat", "ramfs"}
 
 
+POLL_S = 0.1   # how often the command looks at its workers and their logs (a stat per run)
+
+
 class LaunchError(ValueError):
     """A launcher cannot start (no Slurm, unknown partition, bad worker counts): exit 2."""
 
@@ -265,8 +268,6 @@ def _work_in_processes(sweep: sw.Sweep, slots: list[dict], cfg: LaunchConfig,
     procs: list[subprocess.Popen | ForkedWorker] = []
     try:
         sw.announce_finished(sweep, bar)
-        if any(can_fork(sweep, slot, cfg) for slot in slots[here:]):
-            sw.count_steps(sweep)   # once, here: the forked workers inherit the counts
         procs = [_start_worker(sweep, slot, cfg, deadline) for slot in slots[here:]]
         bar.poll = follower.poll
         while True:
@@ -277,7 +278,7 @@ def _work_in_processes(sweep: sw.Sweep, slots: list[dict], cfg: LaunchConfig,
             follower.poll()
             if ended:
                 break
-            time.sleep(1.0)
+            time.sleep(POLL_S)
     finally:
         for p in procs:   # on an interrupt: stop the workers (their claims go with them)
             if p.poll() is None:
@@ -328,8 +329,8 @@ def _worker_env(slot: dict, threads: int) -> dict:
 
 class ForkedWorker:
     """A CPU worker forked from this process (scaling.workers.forked_worker), with Popen's
-    poll / terminate / wait / returncode / pid. Forking shares the loaded corpus and skips a fresh
-    interpreter's imports; it is safe here because the child runs torch with one thread (it never
+    poll / terminate / wait / returncode / pid. Forking shares the loaded corpus and the step FLOP
+    counts made so far, and skips a fresh interpreter's imports; it is safe here because the child runs torch with one thread (it never
     enters the OpenMP pool it inherits) and no claim is held at the fork. GPU workers are spawned
     instead (CUDA does not survive a fork, and CUDA_VISIBLE_DEVICES must be set before it starts)."""
 

@@ -68,7 +68,7 @@ from .claims import (CLAIM_FILE, SWEEP_LOCK, TABLES_LOCK, Claim, claim, describe
                      try_claim, whoami)
 from .isoflop import (CPU_BUDGETS, CPU_SIZES, GPU_BUDGETS, GPU_SIZES, QUICK_BUDGETS, QUICK_SIZES,
                       IsoflopDesign, default_budgets, schedule_for_budget, window)
-from .train import LOG_COLUMNS, TrainConfig, TrainingDiverged, measure_step_flops, train
+from .train import LOG_COLUMNS, TrainConfig, TrainingDiverged, train
 
 KINDS = ("ladder", "data", "shape", "isoflop")
 CONVENTION_TAGS = {"kaplan_6N": "6N", "kaplan_6N_head": "6Nhead", "kaplan_6N_context": "6Nctx",
@@ -681,15 +681,6 @@ def attempts(run_dir: Path) -> list[dict]:
         except ValueError:
             pass  # a line torn by a kill
     return out
-
-
-def count_steps(sweep: Sweep) -> None:
-    """Count the measured FLOPs of one step of every unfinished run here and now (memoised by
-    train.measure_step_flops), so that the workers forked from this process inherit the counts
-    instead of each paying for them again."""
-    for r in sweep.pending():
-        if not (sweep.run_dir(r) / "config.json").exists():
-            measure_step_flops(r.model, r.train.batch_size, r.train.seq_len)
 
 
 def work(sweep: Sweep, names: list[str] | None = None, bar: Progress | None = None,

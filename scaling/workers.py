@@ -82,8 +82,9 @@ def worker_main(sweep_dir: str, cpus: list[int], gpus_per_run: int, threads: int
 def forked_worker(sweep: sw.Sweep, cpus: list[int], threads: int, parent: int,
                   deadline: float | None = None) -> None:
     """A CPU worker forked from the launcher (scaling.launch.ForkedWorker), which has `sweep` and
-    its corpus loaded already: it starts training at once instead of importing torch and reading
-    the corpus again (about 3 s on a 2-core machine, a tenth of a quick sweep). It drops its
+    its corpus loaded already (and the step FLOP counts it made, such as an IsoFLOP plan's): it
+    starts training at once instead of importing torch and reading the corpus again (about 3 s
+    on a 2-core machine, a tenth of a quick sweep). It drops its
     copy of the launcher's sweep lock (the launcher keeps its own), so that the lock goes with
     the launcher. Exits as a spawned worker does: 0, 130 when stopped, 2 on bad input."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)

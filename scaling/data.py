@@ -231,16 +231,34 @@ def _hash_file(h, path: Path) -> None:
                 h.update(f.read(_SAMPLE))
 
 
-def fingerprint_files(files: list[Path], extra: str = "") -> str:
-    """sha256 of the sorted relative paths, their bytes and `extra` (tokenizer, split): 16 hex."""
-    files = sorted(Path(f) for f in files)
-    root = _common_root(files) if files else Path(".")
+def fingerprint_files(files: list[Path], extra: str = "", contents: list[bytes] | None = None) -> str:
+    """sha256 of the sorted relative paths, their bytes and `extra` (tokenizer, split): 16 hex.
+    contents: the files' bytes, already read, in the order of `files` (the same fingerprint
+    without reading them again)."""
+    order = sorted(range(len(files)), key=lambda i: Path(files[i]))
+    paths = [Path(files[i]) for i in order]
+    root = _common_root(paths) if paths else Path(".")
     h = hashlib.sha256()
     h.update(extra.encode())
-    for f in files:
+    for i, f in zip(order, paths):
         h.update(b"\0" + f.relative_to(root).as_posix().encode() + b"\0")
-        _hash_file(h, f)
+        if contents is None:
+            _hash_file(h, f)
+        else:
+            _hash_bytes(h, contents[i])
     return h.hexdigest()[:16]
+
+
+def _hash_bytes(h, data: bytes) -> None:
+    """What _hash_file adds for a file holding `data`."""
+    size = len(data)
+    h.update(size.to_bytes(8, "little"))
+    if size <= _BIG_FILE:
+        h.update(data)
+    else:
+        for i in range(16):
+            at = (size - _SAMPLE) * i // 15
+            h.update(data[at:at + _SAMPLE])
 
 
 def split_text(data: bytes, val_fraction: float) -> tuple[bytes, bytes]:
@@ -319,7 +337,7 @@ def load_text_files(files: list[Path], tokenizer="byte", val_fraction: float = D
     files = sorted(Path(f) for f in files)
     if not files:
         raise ValueError("no corpus files given")
-    train_texts, val_texts, used = [], [], []
+    train_texts, val_texts, used, contents = [], [], [], []
     total = 0
     texty: list[tuple[Path, float]] = []
     for f in files:
@@ -330,6 +348,7 @@ def load_text_files(files: list[Path], tokenizer="byte", val_fraction: float = D
             break
         total += len(data)
         used.append(f)
+        contents.append(data)
         texty.append((f, non_text_fraction(data)))
         tr, va = split_text(data, val_fraction)
         train_texts.append(tr)
@@ -341,7 +360,7 @@ def load_text_files(files: list[Path], tokenizer="byte", val_fraction: float = D
     tok = _make_tokenizer(tokenizer, train_texts)
     train = _encode_all(tok, train_texts)
     val = _encode_all(tok, val_texts)
-    fp = fingerprint_files(used, extra=f"{tok.name}|{val_fraction}")
+    fp = fingerprint_files(used, extra=f"{tok.name}|{val_fraction}", contents=contents)
     desc = description or f"{len(used)} text files under {_common_root(used)}"
     desc += f" ({total / 1e6:.2f} MB, {tok.name} tokens: {len(train)} train / {len(val)} val)"
     if len(train) < 2 or len(val) < 2:

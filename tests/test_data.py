@@ -71,6 +71,24 @@ def test_split_deterministic_and_fingerprint(tmp_path):
     assert data.load_corpus(tmp_path / "elsewhere" / "copy").fingerprint != a.fingerprint
 
 
+def test_fingerprint_of_bytes_already_read_is_that_of_the_files(tmp_path, monkeypatch):
+    """load_text_files fingerprints the bytes it has read; a sweep's worker that fingerprints
+    the files themselves must find the same, whole files and sampled big ones alike."""
+    files = [tmp_path / n for n in ("b.txt", "a.txt", "sub/c.txt")]
+    files[2].parent.mkdir()
+    for i, f in enumerate(files):
+        f.write_bytes(bytes(range(256)) * (40 + 30 * i))
+    contents = [f.read_bytes() for f in files]
+    for big in (1 << 30, 5000):   # whole files, then every file sampled (16 slices)
+        monkeypatch.setattr(data, "_BIG_FILE", big)
+        monkeypatch.setattr(data, "_SAMPLE", 1000)
+        fp = data.fingerprint_files(files, extra="x")
+        assert data.fingerprint_files(files, extra="x", contents=contents) == fp
+        assert data.fingerprint_files(files[::-1], extra="x", contents=contents[::-1]) == fp
+    changed = contents[:2] + [contents[2][:-1] + b"!"]
+    assert data.fingerprint_files(files, extra="x", contents=changed) != fp
+
+
 def test_bin_file_and_dir(tmp_path):
     ids = (np.arange(5000) * 7919 % 50257).astype(np.uint16)
     f = tmp_path / "tokens.bin"

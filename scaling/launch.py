@@ -244,16 +244,48 @@ def run_local(plan, out_dir, device: str, cfg: LaunchConfig, progress: bool = Tr
     return sweep.dir
 
 
+# this command, as launch.json names it: the rounds of one command (an IsoFLOP sweep's
+# extensions) add up in one record, a later command's replace it
+INVOCATION = f"{os.uname().nodename}:{os.getpid()}:{time.time():.3f}"
+LAUNCH_FILE = "launch.json"
+
+
+def _this_commands_launch(sweep_dir: Path) -> dict | None:
+    """launch.json when this command wrote it (an earlier round), else None."""
+    try:
+        old = json.loads((sweep_dir / LAUNCH_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return old if isinstance(old, dict) and old.get("invocation") == INVOCATION else None
+
+
 def record_launch(sweep: sw.Sweep, cfg: LaunchConfig, workers: int, trained: list,
                   wall_s: float) -> None:
     """launch.json: how this command ran the sweep (launcher, workers, devices per run, the runs
-    it had to train) and its wall clock from start to the last plot; a rerun that resumes
-    replaces it with its own."""
-    write_json(sweep.dir / "launch.json", {
+    it had to train) and its wall clock from start to the last plot. The rounds of one command
+    (an IsoFLOP sweep's extensions) add up: their runs, their wall clock, and a list of rounds;
+    a later command that resumes the sweep replaces the record with its own."""
+    rounds = [{"runs_to_train": [r.name for r in trained], "wall_s": round(wall_s, 1)}]
+    old = _this_commands_launch(sweep.dir)
+    if old is not None:
+        rounds = old.get("rounds", []) + rounds
+    write_json(sweep.dir / LAUNCH_FILE, {
         "launcher": cfg.launcher, "workers": workers, "gpus_per_run": cfg.gpus_per_run,
         "threads_per_process": cfg.threads or 1, "cpus": len(usable_cpus()),
-        "runs_to_train": [r.name for r in trained], "runs": len(sweep.runs),
-        "wall_s": round(wall_s, 1)}, sweep.prov)
+        "runs_to_train": [n for r in rounds for n in r["runs_to_train"]], "runs": len(sweep.runs),
+        "wall_s": round(sum(r["wall_s"] for r in rounds), 1), "rounds": rounds,
+        "invocation": INVOCATION}, sweep.prov)
+
+
+def record_finish(sweep_dir: Path, wall_s: float) -> None:
+    """Add the fits and plots that this command made after its last round (an IsoFLOP sweep
+    with extensions) to its launch.json: wall_s is then the command's from start to end."""
+    old = _this_commands_launch(sweep_dir)
+    if old is None:
+        return
+    old["finish_wall_s"] = round(wall_s, 1)
+    old["wall_s"] = round(sum(r["wall_s"] for r in old.get("rounds", [])) + wall_s, 1)
+    write_json(sweep_dir / LAUNCH_FILE, old)
 
 
 def _work_in_processes(sweep: sw.Sweep, slots: list[dict], cfg: LaunchConfig,

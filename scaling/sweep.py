@@ -18,6 +18,7 @@ Layout of a sweep folder (default results/scaling/<device-slug>/, "-quick" appen
     summary.csv                 one row per finished run
     experiments.json            shape / sample-efficiency / transfer analysis (scaling.experiments)
     launch.json                 how the last command ran it (workers, devices) and its wall clock
+                                (an IsoFLOP command's extension rounds and final fits added up)
 
 One run is one unit of work (work): a worker claims it (a flock the kernel drops when the worker
 dies), trains or resumes it from its checkpoint, then merges the tables under tables.lock. So two

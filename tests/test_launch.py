@@ -149,6 +149,30 @@ def test_cpu_workers_are_forked_and_gpu_workers_spawned(texts, tmp_path, monkeyp
         sweep.release()
 
 
+def test_launch_json_adds_up_the_rounds_of_one_command(texts, tmp_path, monkeypatch):
+    """An IsoFLOP command's extension rounds and its final fits add up in launch.json; a later
+    command's launch replaces the record."""
+    plan = sw.build_plan("cpu", quick=True, sizes=["2x16", "2x24"], corpus=[str(texts)])
+    sweep = sw.prepare_sweep(plan, tmp_path, "cpu")
+    try:
+        cfg = launch.LaunchConfig(workers=2)
+        launch.record_launch(sweep, cfg, 2, sweep.runs, 10.04)
+        launch.record_launch(sweep, cfg, 1, sweep.runs[:1], 3.0)
+        launch.record_finish(sweep.dir, 1.5)
+        rec = json.loads((sweep.dir / "launch.json").read_text())
+        assert [r["wall_s"] for r in rec["rounds"]] == [10.0, 3.0] and rec["finish_wall_s"] == 1.5
+        assert rec["wall_s"] == 14.5 and len(rec["runs_to_train"]) == 3
+        assert rec["provenance"]["command"]
+        monkeypatch.setattr(launch, "INVOCATION", "another command")
+        launch.record_finish(sweep.dir, 99.0)   # not this command's record: left alone
+        assert json.loads((sweep.dir / "launch.json").read_text())["wall_s"] == 14.5
+        launch.record_launch(sweep, cfg, 2, [], 0.5)
+        rec = json.loads((sweep.dir / "launch.json").read_text())
+        assert rec["wall_s"] == 0.5 and len(rec["rounds"]) == 1 and rec["runs_to_train"] == []
+    finally:
+        sweep.release()
+
+
 def test_a_spawned_worker_trains_a_prepared_sweep(texts, tmp_path):
     """`python -m sixn.scaling.workers worker DIR` (what GPU workers run): it loads the sweep from
     its folder, pins itself to the core it is given and trains every run, as this process would."""

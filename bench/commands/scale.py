@@ -210,9 +210,11 @@ def run(args: argparse.Namespace) -> int:
         if rounds and fit:
             drawers = 1 if args.launcher == "slurm" else launch.default_workers(device, cfg.gpus_per_run) \
                 if cfg.workers is None else cfg.workers
+            t_fit = time.perf_counter()
             for note in launch.fit_and_plot(sweep_dir, drawers):
                 if not note.endswith(" done") or progress:
                     print(f"sixn scale: {note}", file=sys.stderr)
+            launch.record_finish(sweep_dir, time.perf_counter() - t_fit)
     except (ValueError, sw.SweepBusy) as e:
         raise CLIError(str(e)) from None
     rows = _status(sweep_dir)

@@ -264,11 +264,14 @@ def record_launch(sweep: sw.Sweep, cfg: LaunchConfig, workers: int, trained: lis
     """launch.json: how this command ran the sweep (launcher, workers, devices per run, the runs
     it had to train) and its wall clock from start to the last plot. The rounds of one command
     (an IsoFLOP sweep's extensions) add up: their runs, their wall clock, and a list of rounds;
-    a later command that resumes the sweep replaces the record with its own."""
+    a later command that resumes the sweep replaces the record with its own, unless it had
+    nothing to train (it only fitted and plotted: the record of how the runs were run stays)."""
     rounds = [{"runs_to_train": [r.name for r in trained], "wall_s": round(wall_s, 1)}]
     old = _this_commands_launch(sweep.dir)
     if old is not None:
         rounds = old.get("rounds", []) + rounds
+    elif not trained and (sweep.dir / LAUNCH_FILE).exists():
+        return
     write_json(sweep.dir / LAUNCH_FILE, {
         "launcher": cfg.launcher, "workers": workers, "gpus_per_run": cfg.gpus_per_run,
         "threads_per_process": cfg.threads or 1, "cpus": len(usable_cpus()),

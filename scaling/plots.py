@@ -27,7 +27,8 @@ from typing import Callable, Mapping
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter, ScalarFormatter
+from matplotlib.ticker import (LogFormatterSciNotation, LogLocator, NullFormatter,
+                               ScalarFormatter)
 
 from sixn.bench.results import atomic_path, provenance
 from sixn.model.flops import PF_DAY, params_from_compute
@@ -73,8 +74,30 @@ def _footer(fig: Figure) -> None:
              fontsize=6, color="0.5")
 
 
+def _tidy_log_ticks(fig: Figure) -> None:
+    """Log axes that span a decade or two get labels at 2 and 5 times the powers of ten only
+    (matplotlib's own choice labels every minor tick there, and "3x10^10 4x10^10" run into each
+    other); wider ones keep only the decades labelled. Axes given formatters of their own are
+    left as they are."""
+    for ax in fig.axes:
+        for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+            if axis.get_scale() != "log" or not isinstance(axis.get_minor_formatter(),
+                                                           LogFormatterSciNotation):
+                continue
+            lo, hi = sorted((lo, hi))
+            if not (lo > 0 and np.isfinite(hi)):
+                continue
+            if np.log10(hi / lo) <= 2.2:
+                axis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+                axis.set_minor_formatter(LogFormatterSciNotation(labelOnlyBase=False,
+                                                                 minor_thresholds=(10, 10)))
+            else:
+                axis.set_minor_formatter(NullFormatter())
+
+
 def _save(fig: Figure, path: Path) -> Path:
     """Write the PNG atomically (temporary file in the same folder, then rename)."""
+    _tidy_log_ticks(fig)
     _footer(fig)
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=120)

@@ -166,9 +166,11 @@ def test_launch_json_adds_up_the_rounds_of_one_command(texts, tmp_path, monkeypa
         monkeypatch.setattr(launch, "INVOCATION", "another command")
         launch.record_finish(sweep.dir, 99.0)   # not this command's record: left alone
         assert json.loads((sweep.dir / "launch.json").read_text())["wall_s"] == 14.5
-        launch.record_launch(sweep, cfg, 2, [], 0.5)
+        launch.record_launch(sweep, cfg, 2, [], 0.5)   # trained nothing: the record stays
+        assert json.loads((sweep.dir / "launch.json").read_text())["wall_s"] == 14.5
+        launch.record_launch(sweep, cfg, 2, sweep.runs[1:], 0.5)
         rec = json.loads((sweep.dir / "launch.json").read_text())
-        assert rec["wall_s"] == 0.5 and len(rec["rounds"]) == 1 and rec["runs_to_train"] == []
+        assert rec["wall_s"] == 0.5 and len(rec["rounds"]) == 1 and len(rec["runs_to_train"]) == 1
     finally:
         sweep.release()
 

@@ -263,17 +263,20 @@ def record_launch(sweep: sw.Sweep, cfg: LaunchConfig, workers: int, trained: lis
                   wall_s: float) -> None:
     """launch.json: how this command ran the sweep (launcher, workers, devices per run, the runs
     it had to train) and its wall clock from start to the last plot. The rounds of one command
-    (an IsoFLOP sweep's extensions) add up: their runs, their wall clock, and a list of rounds;
+    (an IsoFLOP sweep's extensions) add up: their runs, their wall clock, the most workers any
+    round ran, and a list of rounds;
     a later command that resumes the sweep replaces the record with its own, unless it had
     nothing to train (it only fitted and plotted: the record of how the runs were run stays)."""
-    rounds = [{"runs_to_train": [r.name for r in trained], "wall_s": round(wall_s, 1)}]
+    rounds = [{"runs_to_train": [r.name for r in trained], "workers": workers,
+               "wall_s": round(wall_s, 1)}]
     old = _this_commands_launch(sweep.dir)
     if old is not None:
         rounds = old.get("rounds", []) + rounds
     elif not trained and (sweep.dir / LAUNCH_FILE).exists():
         return
     write_json(sweep.dir / LAUNCH_FILE, {
-        "launcher": cfg.launcher, "workers": workers, "gpus_per_run": cfg.gpus_per_run,
+        "launcher": cfg.launcher, "workers": max(r.get("workers", workers) for r in rounds),
+        "gpus_per_run": cfg.gpus_per_run,
         "threads_per_process": cfg.threads or 1, "cpus": len(usable_cpus()),
         "runs_to_train": [n for r in rounds for n in r["runs_to_train"]], "runs": len(sweep.runs),
         "wall_s": round(sum(r["wall_s"] for r in rounds), 1), "rounds": rounds,

@@ -161,7 +161,8 @@ def test_launch_json_adds_up_the_rounds_of_one_command(texts, tmp_path, monkeypa
         launch.record_finish(sweep.dir, 1.5)
         rec = json.loads((sweep.dir / "launch.json").read_text())
         assert [r["wall_s"] for r in rec["rounds"]] == [10.0, 3.0] and rec["finish_wall_s"] == 1.5
-        assert rec["wall_s"] == 14.5 and len(rec["runs_to_train"]) == 3
+        assert rec["wall_s"] == 14.5 and len(rec["runs_to_train"]) == 3 and rec["workers"] == 2
+        assert [r["workers"] for r in rec["rounds"]] == [2, 1]
         assert rec["provenance"]["command"]
         monkeypatch.setattr(launch, "INVOCATION", "another command")
         launch.record_finish(sweep.dir, 99.0)   # not this command's record: left alone

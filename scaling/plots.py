@@ -75,10 +75,10 @@ def _footer(fig: Figure) -> None:
 
 
 def _tidy_log_ticks(fig: Figure) -> None:
-    """Log axes that span a decade or two get labels at 2 and 5 times the powers of ten only
+    """Log axes that span one to two decades get labels at 2 and 5 times the powers of ten only
     (matplotlib's own choice labels every minor tick there, and "3x10^10 4x10^10" run into each
-    other); wider ones keep only the decades labelled. Axes given formatters of their own are
-    left as they are."""
+    other); wider ones keep only the decades labelled, narrower ones matplotlib's choice. Axes
+    given formatters of their own are left as they are."""
     for ax in fig.axes:
         for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
             if axis.get_scale() != "log" or not isinstance(axis.get_minor_formatter(),
@@ -87,7 +87,10 @@ def _tidy_log_ticks(fig: Figure) -> None:
             lo, hi = sorted((lo, hi))
             if not (lo > 0 and np.isfinite(hi)):
                 continue
-            if np.log10(hi / lo) <= 2.2:
+            span = np.log10(hi / lo)
+            if span <= 1.0:
+                continue
+            if span <= 2.2:
                 axis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
                 axis.set_minor_formatter(LogFormatterSciNotation(labelOnlyBase=False,
                                                                  minor_thresholds=(10, 10)))

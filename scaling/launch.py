@@ -233,6 +233,7 @@ def run_local(plan, out_dir, device: str, cfg: LaunchConfig, progress: bool = Tr
     try:
         pending = sweep.pending()
         slots = slots[:len(pending)] if deadline is None or time.time() < deadline else []
+        _warn_oversubscribed(device, len(slots), cfg)
         if cfg.gpus_per_run == 1 and len(slots) <= 1:
             _work_here(sweep, progress, cfg.threads, deadline)
         elif slots:
@@ -242,6 +243,16 @@ def run_local(plan, out_dir, device: str, cfg: LaunchConfig, progress: bool = Tr
     finally:
         sweep.release()
     return sweep.dir
+
+
+def _warn_oversubscribed(device: str, workers: int, cfg: LaunchConfig) -> None:
+    """One line when a CPU sweep would run more torch threads than there are cores."""
+    threads, cores = workers * cfg.gpus_per_run * (cfg.threads or 1), len(usable_cpus())
+    if torch.device(device).type == "cpu" and (cfg.threads or 1) > 1 and threads > cores:
+        print(f"sixn scale: warning: {workers} worker(s) x {cfg.gpus_per_run} process(es) x "
+              f"{cfg.threads} threads = {threads} torch threads on {cores} cores: OpenMP threads "
+              f"that share a core wait on each other and the runs can be many times slower; use "
+              f"--threads 1 (the default) or fewer --workers", file=sys.stderr)
 
 
 # this command, as launch.json names it: the rounds of one command (an IsoFLOP sweep's
@@ -399,9 +410,11 @@ class ForkedWorker:
 
 
 def can_fork(sweep: sw.Sweep, slot: dict, cfg: LaunchConfig) -> bool:
-    """A worker that trains on the CPU, one process per run, where the OS can fork."""
-    return (not slot["gpus"] and cfg.gpus_per_run == 1 and torch.device(sweep.device).type == "cpu"
-            and "fork" in multiprocessing.get_all_start_methods())
+    """A worker that trains on the CPU with one torch thread, one process per run, on Linux.
+    With more threads it is spawned: GNU OpenMP's pool does not survive a fork, and a forked
+    child that enters a parallel region with two threads hangs. (macOS forks badly too.)"""
+    return (not slot["gpus"] and cfg.gpus_per_run == 1 and (cfg.threads or 1) == 1
+            and torch.device(sweep.device).type == "cpu" and sys.platform.startswith("linux"))
 
 
 def _start_worker(sweep: sw.Sweep, slot: dict, cfg: LaunchConfig,

@@ -20,6 +20,7 @@ Fitted laws are in the legends; shaded bands are 2.5-97.5 % bootstrap bands of t
 from __future__ import annotations
 
 import multiprocessing
+import sys
 import warnings
 from pathlib import Path
 from typing import Callable, Mapping
@@ -489,9 +490,10 @@ def _run_job(i: int):
 
 
 def _run_jobs(jobs: list[Callable], processes: int) -> list:
-    """jobs() in order, in this process or spread over `processes` forked ones (each figure is
-    independent: matplotlib's Agg canvases share nothing). An exception in a job is raised here."""
-    if processes <= 1 or len(jobs) <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+    """jobs() in order, in this process or spread over `processes` forked ones on Linux (each
+    figure is independent: matplotlib's Agg canvases share nothing, and no torch runs in them).
+    An exception in a job is raised here."""
+    if processes <= 1 or len(jobs) <= 1 or not sys.platform.startswith("linux"):
         return [job() for job in jobs]
     global _JOBS
     _JOBS = jobs

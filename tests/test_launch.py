@@ -111,6 +111,17 @@ def test_device_slots_share_out_cores_and_gpus(monkeypatch):
     assert launch._worker_env(slots[1], 1)["CUDA_VISIBLE_DEVICES"] == "5,6"
 
 
+def test_more_threads_than_cores_is_said(monkeypatch, capsys):
+    monkeypatch.setattr(launch, "usable_cpus", lambda: [0, 1])
+    launch._warn_oversubscribed("cpu", 2, launch.LaunchConfig(threads=2))
+    err = capsys.readouterr().err
+    assert "2 worker(s) x 1 process(es) x 2 threads = 4 torch threads on 2 cores" in err
+    for workers, cfg in ((1, launch.LaunchConfig(threads=2)), (3, launch.LaunchConfig()),
+                         (3, launch.LaunchConfig(threads=1))):
+        launch._warn_oversubscribed("cpu", workers, cfg)   # fits, or one thread per process
+    assert capsys.readouterr().err == ""
+
+
 @pytest.mark.slow
 def test_two_workers_give_the_same_runs_as_one(texts, tmp_path, capsys):
     assert main(_args(texts, tmp_path / "one", "--workers", "1")) == 0
@@ -141,6 +152,8 @@ def test_cpu_workers_are_forked_and_gpu_workers_spawned(texts, tmp_path, monkeyp
         assert not launch.can_fork(sweep, {"gpus": [], "cpus": [0, 1]},
                                    launch.LaunchConfig(gpus_per_run=2))
         assert not launch.can_fork(sweep, {"gpus": [0], "cpus": [0]}, cfg)
+        # two torch threads: OpenMP's pool does not survive a fork (the child would hang)
+        assert not launch.can_fork(sweep, {"gpus": [], "cpus": [0]}, launch.LaunchConfig(threads=2))
         started = []
         monkeypatch.setattr(launch.subprocess, "Popen", lambda cmd, **kw: started.append(cmd))
         launch._start_worker(sweep, {"gpus": [], "cpus": [0]}, launch.LaunchConfig(gpus_per_run=2))

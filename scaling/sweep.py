@@ -32,10 +32,10 @@ curves.csv and summary.csv are rewritten atomically after every run. How the wor
 CPU ladder (the default without a GPU): byte-level vocabulary 256, n_ctx 64, batches of 32 x 64
 tokens, eight sizes from N = 6.1e3 to 7.9e5 (2.1 decades; n_layer 2-4, d_model 16-128), 700 to
 2400 steps (growing as N^0.25) at a learning rate that falls as N^-0.15, one torch thread per
-run and two runs at once on two cores (scaling.launch). Estimated from per-step timings of each
-size on one idle core (11 ms at d_model 16 to about 175 ms at 4 x 128, batch 32 x 64): about
-1,150 core-seconds of training, the largest run alone about 450 s, so 10-12 minutes of wall
-clock on an idle 2-core machine; launch.json records what a sweep really took.
+run and two runs at once on two cores (scaling.launch). Measured on this project's 2-core VM
+(results/scaling/cpu/): 1,413 s of training summed over the runs, the largest alone 599 s, and
+12.5 minutes of wall clock with 2 workers (launch.json wall_s 749.7); launch.json records what a
+sweep really took on another machine.
 GPU ladder: eight model.presets ladder sizes from 2.5e4 to 8.5e7 (3.5 decades), n_ctx 256, bf16
 autocast, the triton backend when sixn's kernels import (else sdpa), about ten minutes on an H100.
 """

@@ -13,8 +13,8 @@ without progress, and left out of the fits; the exit status is 1 when no run fin
 
 examples:
   sixn scale                       the default ladder for this device (CPU: 8 sizes over 2 decades
-                                   of N, two at once on 2 cores; estimated at 10-12 min)
-  sixn scale --quick               a 1-minute ladder (used by sixn report --quick)
+                                   of N, two at once on 2 cores; 12.5 min on a 2-core VM)
+  sixn scale --quick               a quick ladder, 26 s on a 2-core VM (used by sixn report --quick)
   sixn scale --shape --transfer    also Kaplan's shape and transfer experiments
   sixn scale --sizes 2x32 3x64 4x96 --corpus ~/text/ --bpe 2048
   sixn scale --workers 4           four runs at once (default: every core, or every GPU)

@@ -116,8 +116,10 @@ def device_slots(device: str, workers: int | None, gpus_per_run: int) -> list[di
             for i in range(n)]
 
 
-def default_workers(device: str, gpus_per_run: int = 1) -> int:
-    return len(device_slots(device, None, gpus_per_run))
+def drawing_processes(device: str, cfg: LaunchConfig) -> int:
+    """How many processes draw a sweep's figures: as many as it has local workers (one under
+    Slurm, where the command's node is not the training nodes)."""
+    return 1 if cfg.launcher == "slurm" else len(device_slots(device, cfg.workers, cfg.gpus_per_run))
 
 
 # --------------------------------------------------------------------------------------------
@@ -228,7 +230,7 @@ def run_local(plan, out_dir, device: str, cfg: LaunchConfig, progress: bool = Tr
     tables, experiments, fits and plots. When one process is enough (one worker, or at most one
     unfinished run, and one device per run) the runs train in this process (as run_sweep)."""
     t0 = time.perf_counter()
-    all_slots = slots = device_slots(device, cfg.workers, cfg.gpus_per_run)
+    slots = device_slots(device, cfg.workers, cfg.gpus_per_run)
     sweep = sw.prepare_sweep(plan, out_dir, device, repair=cfg.repair)
     try:
         pending = sweep.pending()
@@ -238,7 +240,7 @@ def run_local(plan, out_dir, device: str, cfg: LaunchConfig, progress: bool = Tr
             _work_here(sweep, progress, cfg.threads, deadline)
         elif slots:
             _work_in_processes(sweep, slots, cfg, progress, deadline)
-        finish_sweep(sweep, fit, progress, deadline, processes=len(all_slots))
+        finish_sweep(sweep, fit, progress, deadline, processes=drawing_processes(device, cfg))
         record_launch(sweep, cfg, len(slots), pending, time.perf_counter() - t0)
     finally:
         sweep.release()
@@ -286,7 +288,7 @@ def record_launch(sweep: sw.Sweep, cfg: LaunchConfig, workers: int, trained: lis
     elif not trained and (sweep.dir / LAUNCH_FILE).exists():
         return
     write_json(sweep.dir / LAUNCH_FILE, {
-        "launcher": cfg.launcher, "workers": max(r.get("workers", workers) for r in rounds),
+        "launcher": cfg.launcher, "workers": max(r["workers"] for r in rounds),
         "gpus_per_run": cfg.gpus_per_run,
         "threads_per_process": cfg.threads or 1, "cpus": len(usable_cpus()),
         "runs_to_train": [n for r in rounds for n in r["runs_to_train"]], "runs": len(sweep.runs),
@@ -378,10 +380,10 @@ def _worker_env(slot: dict, threads: int) -> dict:
 
 class ForkedWorker:
     """A CPU worker forked from this process (scaling.workers.forked_worker), with Popen's
-    poll / terminate / wait / returncode / pid. Forking shares the loaded corpus and the step FLOP
-    counts made so far, and skips a fresh interpreter's imports; it is safe here because the child runs torch with one thread (it never
-    enters the OpenMP pool it inherits) and no claim is held at the fork. GPU workers are spawned
-    instead (CUDA does not survive a fork, and CUDA_VISIBLE_DEVICES must be set before it starts)."""
+    poll / terminate / wait / returncode / pid. Forking shares the loaded corpus and the step
+    FLOP counts made so far, and skips a fresh interpreter's imports. It is safe here because the
+    child runs torch with one thread (it never enters the OpenMP pool it inherits) and no claim
+    is held at the fork (can_fork says when a worker is forked)."""
 
     def __init__(self, sweep: sw.Sweep, slot: dict, cfg: LaunchConfig,
                  deadline: float | None = None):

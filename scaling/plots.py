@@ -463,7 +463,7 @@ def plot_sweep(sweep_dir: str | Path, result: Mapping | None = None, processes: 
                **fit_options) -> list[Path]:
     """Every figure the sweep supports, as PNGs next to its tables. `result` is fit_sweep's
     return value; without one the fits are computed with `fit_options` (and not written).
-    processes > 1 draws the figures in that many processes at once (forked, where the OS can)."""
+    processes > 1 draws the figures in that many processes at once (forked, on Linux)."""
     t = load_sweep_tables(sweep_dir)
     if result is None:
         result = fit_sweep(t.sweep, write=False, **fit_options)

@@ -180,8 +180,9 @@ _STEP_FLOPS: dict[tuple, tuple[int | None, str]] = {}
 def measure_step_flops(cfg: GPTConfig, batch: int, seq_len: int) -> tuple[int | None, str]:
     """Executed matmul FLOPs of one training step of this shape, counted by bench.counters'
     dispatch counter, and how; (None, why) when this backend cannot be counted. Never analytic.
-    Counted once per shape in a process (the first count also imports torch's meta-tensor
-    machinery, about a second); processes forked afterwards inherit the counts."""
+    Counted once per shape in a process (the first count also imports torch._dynamo, which
+    FlopCounterMode's dispatch needs, about a second); processes forked afterwards inherit the
+    counts."""
     key = (cfg, batch, seq_len)
     if key not in _STEP_FLOPS:
         _STEP_FLOPS[key] = _count_step_flops(cfg, batch, seq_len)

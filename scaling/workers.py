@@ -8,8 +8,8 @@ run and trains or resumes it; none of them fits or plots (scaling.launch does, o
 
 A local worker pins itself to the CPU cores it is given and runs one torch thread per process
 (its GPUs come from CUDA_VISIBLE_DEVICES, set by the launcher). On the CPU the launcher forks its
-workers (forked_worker), which then share its loaded corpus; GPU workers run `worker` above. With K > 1 it starts each run
-under torchrun; rank 0 claims the run, so the claim lives exactly as long as the processes that
+workers instead (forked_worker), which then share its loaded corpus; GPU workers run `worker`
+above. With K > 1 it starts each run under torchrun; rank 0 claims the run, so the claim lives exactly as long as the processes that
 train it, and scaling.train.World splits the global batch over the ranks (NCCL on GPUs, gloo on
 the CPU, one core per rank).
 """
@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import submitit
 import torch
@@ -68,15 +69,21 @@ def pin(cpus: list[int] | set[int]) -> None:
 
 def worker_main(sweep_dir: str, cpus: list[int], gpus_per_run: int, threads: int,
                 deadline: float | None = None) -> int:
-    """One local worker: pinned to `cpus`, trains runs until none is left (sweep.work) or the
-    deadline (time.time()) has passed."""
+    """One local worker in a fresh interpreter: loads the sweep from its folder, then trains
+    (train_runs)."""
+    train_runs(sw.load_sweep(sweep_dir), cpus, gpus_per_run, threads, deadline)
+    return 0
+
+
+def train_runs(sweep: sw.Sweep, cpus: list[int], gpus_per_run: int, threads: int,
+               deadline: float | None = None) -> None:
+    """Pinned to `cpus` with `threads` torch threads, train the sweep's runs until none is left
+    (sweep.work) or the deadline (time.time()) has passed; under torchrun when gpus_per_run > 1."""
     pin(cpus)
     torch.set_num_threads(threads)
-    sweep = sw.load_sweep(sweep_dir)
     def under_torchrun(r: sw.RunSpec) -> str:
         return run_torchrun(sweep.dir, r.name, gpus_per_run, cpus, threads)
     sw.work(sweep, runner=under_torchrun if gpus_per_run > 1 else None, deadline=deadline)
-    return 0
 
 
 def forked_worker(sweep: sw.Sweep, cpus: list[int], threads: int, parent: int,
@@ -84,23 +91,28 @@ def forked_worker(sweep: sw.Sweep, cpus: list[int], threads: int, parent: int,
     """A CPU worker forked from the launcher (scaling.launch.ForkedWorker), which has `sweep` and
     its corpus loaded already (and the step FLOP counts it made, such as an IsoFLOP plan's): it
     starts training at once instead of importing torch and reading the corpus again (about 3 s
-    on a 2-core machine, a tenth of a quick sweep). It drops its
-    copy of the launcher's sweep lock (the launcher keeps its own), so that the lock goes with
-    the launcher. Exits as a spawned worker does: 0, 130 when stopped, 2 on bad input."""
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    code = 0
-    try:
+    on a 2-core machine, a tenth of a quick sweep). It drops its copy of the launcher's sweep
+    lock (the launcher keeps its own), so that the lock goes with the launcher. Exits as a
+    spawned worker does (main): 0, 130 when stopped, 2 on bad input."""
+    def body() -> int:
         die_with_parent(parent)
         sweep.release()   # closes this process's descriptor only: the launcher still holds it
-        pin(cpus)
-        torch.set_num_threads(threads)
-        sw.work(sweep, deadline=deadline)
+        train_runs(sweep, cpus, 1, threads, deadline)
+        return 0
+    sys.exit(_as_worker(body))
+
+
+def _as_worker(body: Callable[[], int]) -> int:
+    """body()'s exit status, with a terminated worker ending cleanly (SIGTERM is an interrupt:
+    130) and bad input said in one line (2)."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return body()
     except KeyboardInterrupt:
-        code = 130
+        return 130
     except ValueError as e:
         print(f"sixn scale: worker error: {e}", file=sys.stderr, flush=True)
-        code = 2
-    sys.exit(code)
+        return 2
 
 
 def run_torchrun(sweep_dir: Path, name: str, nproc: int, cpus: list[int], threads: int = 1) -> str:
@@ -191,19 +203,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a terminated worker ends cleanly
-    try:
+
+    def body() -> int:
         if args.what == "worker":
             if args.parent is not None:
                 die_with_parent(args.parent)
             cpus = [int(c) for c in args.cpus.split(",") if c]
             return worker_main(args.sweep_dir, cpus, args.gpus_per_run, args.threads, args.deadline)
         return rank_main(args.sweep_dir, args.run)
-    except KeyboardInterrupt:
-        return 130
-    except ValueError as e:
-        print(f"sixn scale: worker error: {e}", file=sys.stderr)
-        return 2
+    return _as_worker(body)
 
 
 if __name__ == "__main__":

@@ -208,10 +208,8 @@ def run(args: argparse.Namespace) -> int:
             plan.runs.extend(extra)
             sweep_dir = launch_plan(False)
         if rounds and fit:
-            drawers = 1 if args.launcher == "slurm" else launch.default_workers(device, cfg.gpus_per_run) \
-                if cfg.workers is None else cfg.workers
             t_fit = time.perf_counter()
-            for note in launch.fit_and_plot(sweep_dir, drawers):
+            for note in launch.fit_and_plot(sweep_dir, launch.drawing_processes(device, cfg)):
                 if not note.endswith(" done") or progress:
                     print(f"sixn scale: {note}", file=sys.stderr)
             launch.record_finish(sweep_dir, time.perf_counter() - t_fit)
